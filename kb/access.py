@@ -1,0 +1,125 @@
+"""Who may see and do what. Every read path asks this module; nothing else decides visibility.
+
+A page the viewer may not read must behave exactly like a page that does not exist, so callers use
+`readable_pages()` / `get_readable_page()` (which return nothing for a hidden page) rather than checking afterwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import Select, String, cast, false, or_, select, true
+from sqlalchemy.orm import Session
+
+from kb.models import Page, SlugRedirect
+
+ROLE_RANK = {"reader": 1, "contributor": 2, "curator": 3, "admin": 4}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The person asking: anonymous (user_id None) or a signed-in user with a role."""
+
+    user_id: int | None = None
+    name: str | None = None
+    role: str | None = None
+    anonymous_read: bool = False
+
+    @property
+    def signed_in(self) -> bool:
+        return self.user_id is not None
+
+    def at_least(self, role: str) -> bool:
+        return self.signed_in and ROLE_RANK.get(self.role or "", 0) >= ROLE_RANK[role]
+
+    @property
+    def may_read_site(self) -> bool:
+        return self.signed_in or self.anonymous_read
+
+    @property
+    def sees_restricted(self) -> bool:
+        return self.at_least("curator")
+
+    @property
+    def may_edit(self) -> bool:
+        return self.at_least("contributor")
+
+    @property
+    def may_curate(self) -> bool:
+        return self.at_least("curator")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.at_least("admin")
+
+    def visible_levels(self) -> tuple[str, ...]:
+        """Visibility levels this viewer reads without being named as a reader."""
+        if not self.may_read_site:
+            return ()
+        if self.sees_restricted:
+            return ("public", "staff", "restricted")
+        if self.signed_in:
+            return ("public", "staff")
+        return ("public",)
+
+
+ANONYMOUS = Viewer()
+
+
+def can_read(viewer: Viewer, visibility: str, readers: Iterable[str] = ()) -> bool:
+    """May this viewer read a page with this visibility and readers list?"""
+    if visibility in viewer.visible_levels():
+        return True
+    return visibility == "restricted" and viewer.signed_in and viewer.name in set(readers or ())
+
+
+def can_read_page(viewer: Viewer, page: Page) -> bool:
+    return page.deleted_at is None and can_read(viewer, page.visibility, page.readers)
+
+
+def can_edit_page(viewer: Viewer, page: Page | None) -> bool:
+    """Contributors edit what they can read; restricted pages need a curator (or a named reader who contributes)."""
+    if not viewer.may_edit:
+        return False
+    return page is None or can_read_page(viewer, page)
+
+
+def may_set_visibility(viewer: Viewer, visibility: str) -> bool:
+    return visibility != "restricted" or viewer.may_curate
+
+
+def page_clause(viewer: Viewer):
+    """A SQL condition on `Page` that is true exactly for the pages this viewer may read."""
+    levels = viewer.visible_levels()
+    if not viewer.may_read_site:
+        return false()
+    if "restricted" in levels:
+        cond = true()
+    else:
+        cond = Page.visibility.in_(levels)
+        if viewer.signed_in and viewer.name:
+            # readers is a JSON list of user names; names cannot contain quotes, so '"name"' matches exactly one entry.
+            quoted = '%"' + viewer.name.replace("\\", "").replace("%", "").replace("_", "\\_") + '"%'
+            cond = or_(cond, (Page.visibility == "restricted") & cast(Page.readers, String).like(quoted, escape="\\"))
+    return cond & Page.deleted_at.is_(None)
+
+
+def readable_pages(viewer: Viewer) -> Select:
+    """`select(Page)` restricted to what the viewer may read."""
+    return select(Page).where(page_clause(viewer))
+
+
+def filter_readable(viewer: Viewer, pages: Iterable[Page]) -> list[Page]:
+    return [p for p in pages if can_read_page(viewer, p)]
+
+
+def get_readable_page(session: Session, viewer: Viewer, slug: str, follow_redirects: bool = True) -> Page | None:
+    """The page at `slug` (or the page it was renamed to) if the viewer may read it; otherwise None."""
+    page = session.scalar(select(Page).where(Page.slug == slug))
+    if page is None and follow_redirects:
+        redirect = session.get(SlugRedirect, slug)
+        if redirect is not None:
+            page = session.get(Page, redirect.page_id)
+    if page is None or not can_read_page(viewer, page):
+        return None
+    return page

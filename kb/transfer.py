@@ -1,0 +1,336 @@
+"""Import and export of the content format: Markdown files with YAML front matter, tours as YAML.
+
+The format is described in docs/content-format.md. An import is all or nothing: every file is read and checked
+first, and the first problem aborts the whole import with the file and line named; nothing is written.
+Export writes the same format, so export followed by import into an empty instance gives the same knowledge base.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kb import pages, tours
+from kb.access import Viewer
+from kb.errors import ImportFailed, InvalidFields, KBError
+from kb.models import Page, User
+from kb.render import render, wiki_link_targets
+from kb.slugs import slugify
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Loader(_BaseLoader):
+    """Safe YAML where dates stay text: our fields validate them and can then name the file and line."""
+
+
+Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+PAGE_KEYS = ("title", "slug", "kind", "tags", "visibility", "readers", "owner", "sources", "review_every",
+             "verified_by", "verified_on", "fields")
+SKIPPED_NAMES = {"readme.md"}
+
+
+@dataclass
+class ParsedPage:
+    path: str
+    slug: str
+    state: pages.PageState
+    owner: str | None = None
+    review_every: int | None = None
+    verified_by: str | None = None
+    verified_on: str | None = None
+    html: str | None = None
+    links: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    tours: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _key_lines(node: Any, first_line: int) -> dict[str, int]:
+    """Line numbers (1-based, in the file) of top-level keys and of `fields.<name>` keys."""
+    lines: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key, value in node.value:
+        name = getattr(key, "value", None)
+        if not isinstance(name, str):
+            continue
+        lines[name] = key.start_mark.line + first_line
+        if name == "fields" and isinstance(value, yaml.MappingNode):
+            for k2, _ in value.value:
+                if isinstance(getattr(k2, "value", None), str):
+                    lines[f"fields.{k2.value}"] = k2.start_mark.line + first_line
+    return lines
+
+
+def split_front_matter(text: str, where: str) -> tuple[str, int, str]:
+    """(front matter YAML, line number where it starts, body). The file must start with a '---' line."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ImportFailed(f"{where}:1", "the file must start with a '---' line opening the front matter")
+    for i in range(1, len(lines)):
+        if lines[i].strip() in ("---", "..."):
+            return "\n".join(lines[1:i]), 2, "\n".join(lines[i + 1:]).lstrip("\n")
+    raise ImportFailed(f"{where}:1", "the front matter is never closed with a '---' line")
+
+
+def read_text(path: Path, where: str) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ImportFailed(f"{where}:{line}", f"is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def load_yaml(text: str, where: str, first_line: int = 1) -> tuple[Any, dict[str, int]]:
+    """Parse YAML, turning syntax errors into ImportFailed with the file and line."""
+    try:
+        node = yaml.compose(text, Loader=Loader)
+        data = yaml.load(text, Loader=Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = (mark.line + first_line) if mark else first_line
+        problem = f"malformed YAML: {e.problem or e}"
+        if e.context and e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            problem += f" ({e.context} that starts on line {e.context_mark.line + first_line})"
+        raise ImportFailed(f"{where}:{line}", problem) from None
+    except yaml.YAMLError as e:
+        raise ImportFailed(where, f"malformed YAML: {e}") from None
+    return data, _key_lines(node, first_line)
+
+
+def _date_text(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def parse_page_file(path: Path, where: str) -> ParsedPage:
+    """Read one page file; ImportFailed names the file and line of the first problem."""
+    text = read_text(path, where)
+    front, first_line, body = split_front_matter(text, where)
+    meta, lines = load_yaml(front, where, first_line)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise ImportFailed(f"{where}:{first_line}", "the front matter must be a mapping of keys to values")
+
+    def fail(key: str, problem: str) -> ImportFailed:
+        line = lines.get(key) or lines.get(key.split(".")[0]) or first_line
+        return ImportFailed(f"{where}:{line}", problem)
+
+    for key in meta:
+        if key not in PAGE_KEYS:
+            raise fail(str(key), f"unknown key {key!r} (known keys: {', '.join(PAGE_KEYS)})")
+    title = meta.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise fail("title", "every page needs a title")
+    slug = slugify(str(meta.get("slug") or title))
+    if not slug:
+        raise fail("slug" if meta.get("slug") else "title", "the title has no letters or digits to make an address")
+    fields = meta.get("fields") or {}
+    if isinstance(fields, dict):
+        fields = {k: _normalise_dates(v) for k, v in fields.items()}
+    state = pages.PageState(
+        title=title, kind=meta.get("kind") or "page", fields=fields, tags=meta.get("tags") or [],
+        visibility=meta.get("visibility") or "public", readers=meta.get("readers") or [],
+        sources=meta.get("sources") or [], body=body)
+    try:
+        state = pages.clean_state(state)
+    except InvalidFields as e:
+        key, problem = next(iter(e.errors.items()))
+        raise fail(key, f"{key} {problem}") from None
+    except KBError as e:
+        raise fail("title", e.message) from None
+    review = meta.get("review_every")
+    if review is not None and (not isinstance(review, int) or isinstance(review, bool) or review < 1):
+        raise fail("review_every", "review_every must be a whole number of days")
+    verified_on = meta.get("verified_on")
+    if verified_on is not None:
+        from kb.kinds import normalize_date
+
+        try:
+            verified_on = normalize_date(verified_on)
+        except ValueError as e:
+            raise fail("verified_on", f"verified_on {e}") from None
+    return ParsedPage(where, slug, state, meta.get("owner"), review, meta.get("verified_by"), verified_on)
+
+
+def _normalise_dates(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_normalise_dates(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise_dates(v) for k, v in value.items()}
+    return _date_text(value)
+
+
+def _render_one(args: tuple[str, frozenset[str]]) -> tuple[str, list[str]]:
+    body, known = args
+    r = render(body, page_exists=known.__contains__)
+    return r.html, list(r.links)
+
+
+def find_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(page files, tour files) under root, in a stable order."""
+    page_files, tour_files = [], []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        rel = path.relative_to(root)
+        if rel.parts[0] == "tours" and path.suffix in (".yaml", ".yml"):
+            tour_files.append(path)
+        elif path.suffix == ".md" and path.name.lower() not in SKIPPED_NAMES:
+            page_files.append(path)
+    return page_files, tour_files
+
+
+def parse_tree(root: Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[ParsedPage], list]:
+    """Read and check every file under root. Raises ImportFailed at the first bad file."""
+    if not root.is_dir():
+        raise ImportFailed(str(root), "is not a folder")
+    page_files, tour_files = find_files(root)
+    parsed: list[ParsedPage] = []
+    seen: dict[str, str] = {}
+    for i, path in enumerate(page_files, 1):
+        where = str(path.relative_to(root.parent)) if root.parent != root else str(path)
+        p = parse_page_file(path, where)
+        if p.slug in seen:
+            raise ImportFailed(where, f"the page address {p.slug!r} is already used by {seen[p.slug]}")
+        seen[p.slug] = where
+        parsed.append(p)
+        if progress:
+            progress(i, len(page_files))
+    tour_specs = [tours.parse_tour_file(path, str(path.relative_to(root.parent))) for path in tour_files]
+    return parsed, tour_specs
+
+
+def import_tree(session: Session, viewer: Viewer, root: Path, *,
+                progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> ImportReport:
+    """Import every page and tour under root in the caller's transaction. All or nothing."""
+    parsed, tour_specs = parse_tree(root, (lambda i, n: progress("read", i, n)) if progress else None)
+    known = frozenset(p.slug for p in parsed) | pages.existing_slugs(
+        session, {t for p in parsed for t in wiki_link_targets(p.state.body)})
+    _render_all(parsed, known, workers, progress)
+    users = {u.name: u for u in session.scalars(select(User))}
+    report = ImportReport()
+    for i, p in enumerate(parsed, 1):
+        existing = session.scalar(select(Page).where(Page.slug == p.slug))
+        try:
+            if existing is not None and existing.deleted_at is None and _same(existing, p.state):
+                report.unchanged += 1
+                page = existing
+            else:
+                base = existing.revision if existing is not None and existing.deleted_at is None else None
+                page, created = pages.save_page(session, viewer, p.slug, p.state, base, f"Imported from {p.path}",
+                                                html=p.html, body_links=p.links, refresh_linking_pages=False)
+                if created:
+                    report.created += 1
+                else:
+                    report.updated += 1
+        except KBError as e:
+            raise ImportFailed(p.path, e.message) from None
+        for attr, name in (("owner_id", p.owner), ("verified_by_id", p.verified_by)):
+            if name:
+                user = users.get(name)
+                if user is None:
+                    report.warnings.append(f"{p.path}: no user named {name!r}; {attr.split('_')[0]} left empty")
+                else:
+                    setattr(page, attr, user.id)
+        if p.review_every:
+            page.review_every = p.review_every
+        if p.verified_on and page.verified_by_id:
+            from datetime import datetime
+
+            page.verified_on = datetime.fromisoformat(p.verified_on if len(p.verified_on) == 10 else
+                                                      (p.verified_on + "-01-01")[:10])
+            page.verified_revision = page.revision
+        if progress:
+            progress("write", i, len(parsed))
+    # Pages that were here before the import may link to pages it created: re-render them on their next view.
+    pages.refresh_linkers(session, [p.slug for p in parsed], skip_sources=[p.slug for p in parsed])
+    session.flush()
+    report.tours = tours.apply_tour_specs(session, viewer, tour_specs)
+    session.flush()
+    return report
+
+
+def _same(page: Page, state: pages.PageState) -> bool:
+    return pages.PageState.of(page) == state
+
+
+def _render_all(parsed: list[ParsedPage], known: frozenset[str], workers: int | None,
+                progress: Callable[[str, int, int], None] | None) -> None:
+    """Render every body; Markdown plus sanitising is the slow part of an import, so use every core."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    jobs = [(p.state.body, known) for p in parsed]
+    if workers > 1 and len(jobs) > 200:
+        # Sending the slug set with each job is cheap next to rendering; chunks keep the overhead small.
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results: Iterable = pool.map(_render_one, jobs, chunksize=64)
+            for i, (p, (html, links)) in enumerate(zip(parsed, results), 1):
+                p.html, p.links = html, links
+                if progress and i % 100 == 0:
+                    progress("render", i, len(parsed))
+    else:
+        for i, (p, job) in enumerate(zip(parsed, jobs), 1):
+            p.html, p.links = _render_one(job)
+            if progress and i % 100 == 0:
+                progress("render", i, len(parsed))
+
+
+def page_document(page: Page) -> str:
+    """One page in the content format (front matter + body)."""
+    meta: dict[str, Any] = {"title": page.title, "slug": page.slug, "kind": page.kind}
+    if page.tags:
+        meta["tags"] = list(page.tags)
+    meta["visibility"] = page.visibility
+    if page.readers:
+        meta["readers"] = list(page.readers)
+    if page.owner is not None:
+        meta["owner"] = page.owner.name
+    if page.sources:
+        meta["sources"] = list(page.sources)
+    if page.review_every and page.review_every != 180:
+        meta["review_every"] = page.review_every
+    if page.verified_by is not None and page.verified_on is not None:
+        meta["verified_by"] = page.verified_by.name
+        meta["verified_on"] = page.verified_on.date().isoformat()
+    if page.fields:
+        meta["fields"] = page.fields
+    front = yaml.dump(meta, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    body = page.body if page.body.endswith("\n") or not page.body else page.body + "\n"
+    return f"---\n{front}---\n{body}"
+
+
+def export_tree(session: Session, viewer: Viewer, root: Path,
+                progress: Callable[[str, int, int], None] | None = None) -> tuple[int, int]:
+    """Write every page and tour the viewer may read under root. Returns (pages, tours) written."""
+    from kb import access
+
+    root.mkdir(parents=True, exist_ok=True)
+    readable = list(session.scalars(access.readable_pages(viewer).order_by(Page.slug)))
+    readable = access.filter_readable(viewer, readable)
+    for i, page in enumerate(readable, 1):
+        (root / f"{page.slug}.md").write_text(page_document(page), encoding="utf-8")
+        if progress:
+            progress("export", i, len(readable))
+    n_tours = tours.export_tours(session, viewer, root / "tours")
+    return len(readable), n_tours

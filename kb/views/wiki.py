@@ -1,0 +1,295 @@
+"""Pages in the browser: view, create, edit with preview, history, diff, revert, rename, delete and restore."""
+from __future__ import annotations
+
+from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request,
+                   url_for)
+
+from kb import access, kinds, pages, search
+from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
+from kb.views import current_viewer, db_session
+from kb.views.forms import form_values, state_from_form
+
+bp = Blueprint("wiki", __name__)
+
+
+def require_reader() -> None:
+    """Anonymous visitors see nothing unless anonymous reading is on; they are sent to sign in."""
+    if not current_viewer().may_read_site:
+        abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
+
+
+def kick_index() -> None:
+    search.kick(current_app._get_current_object())
+
+
+def _store_cache(revision_id: int, html: str) -> None:
+    # A view runs in a read transaction; the cache is written in its own short write, and may simply fail.
+    try:
+        with current_app.extensions["kb_db"].writing() as s:
+            pages.store_html(s, revision_id, html)
+    except Exception:  # a busy database only costs a re-render next time
+        current_app.logger.warning("could not cache HTML for revision %s", revision_id)
+
+
+@bp.route("/")
+def home():
+    require_reader()
+    viewer = current_viewer()
+    s = db_session()
+    recent = pages.recent_revisions(s, viewer, limit=8)
+    counts = {k: len(pages.list_pages(s, viewer, kind=k, limit=10_000)) for k in kinds.KINDS}
+    return render_template("wiki/home.html", recent=recent, counts=counts)
+
+
+@bp.route("/wiki")
+def index():
+    require_reader()
+    viewer = current_viewer()
+    kind = request.args.get("kind") or None
+    if kind and kind not in kinds.KINDS:
+        kind = None
+    status = request.args.get("status") or None
+    tag = request.args.get("tag") or None
+    s = db_session()
+    found = pages.list_pages(s, viewer, kind=kind, tag=tag, status=status)
+    statuses = []
+    if kind and kinds.KINDS[kind].status_field:
+        statuses = list(kinds.KINDS[kind].field(kinds.KINDS[kind].status_field).choices)
+    return render_template("wiki/index.html", pages=found, kind=kind, status=status, tag=tag, statuses=statuses,
+                           tags=pages.all_tags(s, viewer)[:40])
+
+
+def _load(slug: str):
+    """The readable page at slug; an old slug redirects to the new address."""
+    require_reader()
+    page = pages.get_page(db_session(), current_viewer(), slug)
+    if page.slug != slug:
+        target = request.path.replace(f"/wiki/{slug}", f"/wiki/{page.slug}", 1)
+        if request.query_string:
+            target += "?" + request.query_string.decode("utf-8", "replace")
+        abort(redirect(target, 301))
+    return page
+
+
+@bp.route("/wiki/<slug>")
+def view(slug: str):
+    require_reader()
+    viewer = current_viewer()
+    s = db_session()
+    try:
+        page = _load(slug)
+    except NotFound:
+        return render_template("wiki/missing.html", slug=slug,
+                               title=request.args.get("title") or slug.replace("-", " ")), 404
+    html = pages.current_html(s, page, cache_store=_store_cache)
+    linked = pages.backlinks_by_field(s, viewer, page)
+    link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
+    return render_template("wiki/view.html", page=page, html=html, linked=linked, link_titles=link_titles,
+                           backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(),
+                                            key=lambda p: p.title.lower()),
+                           derived=derived_facts(page, linked),
+                           may_edit=access.can_edit_page(viewer, page))
+
+
+def derived_facts(page, linked: dict) -> list[tuple[str, list]]:
+    """Facts worked out from other pages' fields, never typed in: a leader's initiatives and so on."""
+    facts = []
+    if page.kind == "leader":
+        facts.append(("Initiatives started", [p for p in linked.get("sponsors", []) if p.kind == "initiative"]))
+    if page.kind == "community":
+        facts.append(("Routines it owns", [p for p in linked.get("owner", []) if p.kind == "routine"]))
+    if page.kind == "initiative":
+        body_and_fields = {p.slug: p for ps in linked.values() for p in ps}
+        facts.append(("Lessons", [p for p in body_and_fields.values() if p.kind == "lesson"]))
+        facts.append(("Carried on by", [p for p in body_and_fields.values() if p.kind in ("routine", "community")]))
+    return [(label, items) for label, items in facts if items]
+
+
+@bp.route("/wiki/<slug>/raw")
+def raw(slug: str):
+    page = _load(slug)
+    return Response(page.body, mimetype="text/plain; charset=utf-8")
+
+
+@bp.route("/wiki/<slug>/history")
+def history(slug: str):
+    page = _load(slug)
+    return render_template("wiki/history.html", page=page, revisions=pages.revisions(db_session(), page))
+
+
+@bp.route("/wiki/<slug>/revisions/<int:number>")
+def revision(slug: str, number: int):
+    page = _load(slug)
+    s = db_session()
+    rev = pages.get_revision(s, page, number)
+    return render_template("wiki/revision.html", page=page, rev=rev, html=pages.revision_html(s, rev),
+                           may_edit=access.can_edit_page(current_viewer(), page))
+
+
+@bp.route("/wiki/<slug>/diff")
+def diff(slug: str):
+    page = _load(slug)
+    s = db_session()
+    try:
+        a = int(request.args.get("from", max(page.revision - 1, 1)))
+        b = int(request.args.get("to", page.revision))
+    except ValueError:
+        raise InvalidFields({"from": "revision numbers must be whole numbers"})
+    rev_a, rev_b = pages.get_revision(s, page, a), pages.get_revision(s, page, b)
+    return render_template("wiki/diff.html", page=page, a=rev_a, b=rev_b, lines=pages.diff_revisions(rev_a, rev_b),
+                           revisions=pages.revisions(s, page))
+
+
+def _editor(kind_name: str, page=None, state=None, errors=None, base_revision=None, comment="", conflict=None,
+            status=200):
+    kind = kinds.KINDS[kind_name]
+    fields = state.fields if state is not None else (page.fields if page else {})
+    return render_template(
+        "wiki/edit.html", kind=kind, page=page, state=state, errors=errors or {},
+        values=form_values(kind_name, fields or {}), base_revision=base_revision, comment=comment,
+        conflict=conflict), status
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def new():
+    require_reader()
+    viewer = current_viewer()
+    if not viewer.may_edit:
+        raise NotAllowed("You need a contributor account to create pages.")
+    kind_name = request.values.get("kind", "page")
+    if kind_name not in kinds.KINDS:
+        raise InvalidFields({"kind": f"unknown kind {kind_name!r}; choose one of {', '.join(kinds.KINDS)}"})
+    if kind_name == "handover" and "curate.handover_wizard" in current_app.view_functions:
+        # Handovers are written with a guided, step-by-step form.
+        return redirect(url_for("curate.handover_wizard", **request.args))
+    if request.method == "GET":
+        title = request.args.get("title", "")
+        state = pages.PageState(title=title, kind=kind_name, fields={}, body=kinds.KINDS[kind_name].template)
+        return _editor(kind_name, state=state)
+    return _save(None, kind_name)
+
+
+@bp.route("/wiki/<slug>/edit", methods=["GET", "POST"])
+def edit(slug: str):
+    page = _load(slug)
+    viewer = current_viewer()
+    if not access.can_edit_page(viewer, page):
+        raise NotAllowed("You need a contributor account to edit pages.")
+    kind_name = request.values.get("kind", page.kind)
+    if kind_name not in kinds.KINDS:
+        kind_name = page.kind
+    if request.method == "GET":
+        return _editor(kind_name, page=page, state=pages.PageState.of(page), base_revision=page.revision)
+    return _save(page, kind_name)
+
+
+def _save(page, kind_name: str):
+    viewer = current_viewer()
+    s = db_session()
+    state = state_from_form(request.form, kind_name)
+    comment = request.form.get("comment", "")
+    try:
+        base = int(request.form.get("base_revision") or 0) or None
+    except ValueError:
+        base = None
+    try:
+        saved, created = pages.save_page(s, viewer, page.slug if page else None, state, base, comment)
+        s.commit()
+    except EditConflict as e:
+        s.rollback()
+        current = pages.get_page(s, viewer, page.slug if page else pages.slugify(state.title))
+        return _editor(kind_name, page=current, state=state, base_revision=current.revision, comment=comment,
+                       conflict=e, status=409)
+    except InvalidFields as e:
+        s.rollback()
+        return _editor(kind_name, page=page, state=state, errors=e.errors, base_revision=base, comment=comment,
+                       status=422)
+    except KBError as e:
+        s.rollback()
+        return _editor(kind_name, page=page, state=state, errors={"_": e.message}, base_revision=base,
+                       comment=comment, status=e.status)
+    kick_index()
+    flash("Page created." if created else "Saved.")
+    return redirect(url_for("wiki.view", slug=saved.slug))
+
+
+@bp.route("/preview", methods=["POST"])
+def preview():
+    """Live preview: the body rendered through the one sanitising function, wanted links marked."""
+    require_reader()
+    if not current_viewer().may_edit:
+        raise NotAllowed()
+    body = request.form.get("body")
+    if body is None and request.is_json:
+        body = (request.get_json(silent=True) or {}).get("body", "")
+    html, _ = pages.render_body(db_session(), body or "")
+    return jsonify({"html": html})
+
+
+@bp.route("/wiki/<slug>/revert/<int:number>", methods=["POST"])
+def revert(slug: str, number: int):
+    page = _load(slug)
+    s = db_session()
+    try:
+        base = int(request.form.get("base_revision", 0))
+    except ValueError:
+        base = 0
+    pages.revert(s, current_viewer(), page, number, base)
+    s.commit()
+    kick_index()
+    flash(f"Revision {number} is current again (saved as a new revision).")
+    return redirect(url_for("wiki.view", slug=page.slug))
+
+
+@bp.route("/wiki/<slug>/rename", methods=["GET", "POST"])
+def rename(slug: str):
+    page = _load(slug)
+    viewer = current_viewer()
+    if not access.can_edit_page(viewer, page):
+        raise NotAllowed()
+    error = None
+    if request.method == "POST":
+        s = db_session()
+        try:
+            renamed = pages.rename(s, viewer, page, request.form.get("title", ""),
+                                   int(request.form.get("base_revision", 0) or 0), request.form.get("slug") or None,
+                                   request.form.get("comment", ""))
+            s.commit()
+            kick_index()
+            flash("Renamed. Links to the old name keep working.")
+            return redirect(url_for("wiki.view", slug=renamed.slug))
+        except (InvalidFields, EditConflict) as e:
+            s.rollback()
+            error = e.message
+    return render_template("wiki/rename.html", page=page, error=error), (422 if error else 200)
+
+
+@bp.route("/wiki/<slug>/delete", methods=["POST"])
+def delete(slug: str):
+    page = _load(slug)
+    s = db_session()
+    pages.delete_page(s, current_viewer(), page, request.form.get("comment", ""))
+    s.commit()
+    kick_index()
+    flash(f"“{page.title}” was deleted. An administrator can restore it.")
+    return redirect(url_for("wiki.home"))
+
+
+@bp.route("/admin/deleted")
+def deleted():
+    require_reader()
+    viewer = current_viewer()
+    if not viewer.is_admin:
+        raise NotFound()
+    return render_template("wiki/deleted.html", pages=pages.deleted_pages(db_session(), viewer))
+
+
+@bp.route("/admin/deleted/<int:page_id>/restore", methods=["POST"])
+def restore(page_id: int):
+    require_reader()
+    s = db_session()
+    page = pages.restore_page(s, current_viewer(), page_id)
+    s.commit()
+    kick_index()
+    flash(f"“{page.title}” is restored.")
+    return redirect(url_for("wiki.view", slug=page.slug))

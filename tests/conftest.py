@@ -1,0 +1,120 @@
+"""Shared fixtures: every test builds its own app on a temporary data directory (no global state)."""
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from kb import create_app
+from kb.access import Viewer
+from sqlalchemy import select
+
+from kb.models import Page, User
+from kb.slugs import slugify
+
+PASSWORD = "correct horse battery staple"
+ROLES = ("admin", "curator", "contributor", "reader")
+
+
+@functools.lru_cache(maxsize=None)
+def _password_hash(password: str) -> str:
+    # scrypt is deliberately slow; hash the shared test password once per test run.
+    from kb.accounts import hash_password
+
+    return hash_password(password)
+
+
+def _make_app(tmp_path, **overrides):
+    config = {
+        "TESTING": True,
+        "DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "test-secret",
+        "WTF_CSRF_ENABLED": False,
+        "SEARCH_BACKGROUND": False,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}",
+    }
+    config.update(overrides)
+    os.makedirs(config["DATA_DIR"], exist_ok=True)
+    app = create_app(config)
+    with app.extensions["kb_db"].writing() as s:
+        for role in ROLES:
+            s.add(User(name=role, role=role, display_name=role.capitalize(), password_hash=_password_hash(PASSWORD)))
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = _make_app(tmp_path)
+    yield app
+    app.extensions["kb_db"].dispose()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build an app with extra config (for CSRF or anonymous-reading tests)."""
+    built = []
+
+    def factory(**overrides):
+        a = _make_app(tmp_path, **overrides)
+        built.append(a)
+        return a
+
+    yield factory
+    for a in built:
+        a.extensions["kb_db"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class AuthActions:
+    def __init__(self, client):
+        self._client = client
+
+    def login(self, name: str = "admin", password: str = PASSWORD):
+        return self._client.post("/login", data={"name": name, "password": password})
+
+    def logout(self):
+        return self._client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+def viewer_for(app, name: str) -> Viewer:
+    with app.extensions["kb_db"].reading() as s:
+        user = s.scalar(select(User).where(User.name == name))
+        return Viewer(user.id, user.name, user.role)
+
+
+@pytest.fixture
+def make_page(app):
+    """Save a page through the domain layer, as a given user; returns its slug."""
+    from kb import pages, search
+
+    def factory(title: str, kind: str = "page", fields: dict | None = None, tags: list | None = None,
+                visibility: str = "public", readers: list | None = None, body: str = "", sources: list | None = None,
+                as_user: str = "admin", slug: str | None = None) -> str:
+        viewer = viewer_for(app, as_user)
+        with app.extensions["kb_db"].writing() as s:
+            existing = s.scalar(select(Page).where(Page.slug == (slug or slugify(title))))
+            page, _ = pages.save_page(
+                s, viewer, slug,
+                pages.PageState(title=title, kind=kind, fields=fields or {}, tags=tags or [], visibility=visibility,
+                                readers=readers or [], sources=sources or [], body=body),
+                existing.revision if existing else None, "test")
+            result = page.slug
+        search.kick(app)
+        return result
+
+    return factory

@@ -1,0 +1,177 @@
+"""Import and export of the content format: round trip, and clean all-or-nothing failures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from kb.models import Page, Revision, Tour
+
+GOOD = """---
+title: The Learning Partnership
+kind: initiative
+tags: [minneapolis, partnership]
+sources:
+  - "The Learning Partnership Documentation (2008), Overview"
+fields:
+  status: ended
+  started: 2002
+  ended: 2007-06
+  ended_reason: leader-change
+  sponsors: [carol-johnson]
+---
+Co-designed with [[Carol Johnson]] and the [[summer-institutes|summer institutes]].
+"""
+
+LEADER = """---
+title: Carol Johnson
+kind: leader
+fields:
+  tenures:
+    - role: superintendent
+      from: "2003"
+      to: "2004"
+      hired: external
+---
+Superintendent when the partnership began.
+"""
+
+TOUR = """slug: first-weeks
+title: First weeks
+audience: [superintendent]
+minutes: 30
+stops:
+  - page: the-learning-partnership
+    note: Start **here**.
+    question: What would you keep?
+  - page: carol-johnson
+    note: Who led it.
+"""
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def counts(app):
+    with app.extensions["kb_db"].reading() as s:
+        return (s.scalar(select(func.count(Page.id))), s.scalar(select(func.count(Revision.id))),
+                s.scalar(select(func.count(Tour.id))))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    write(root, "tlp/the-learning-partnership.md", GOOD)
+    write(root, "people/carol-johnson.md", LEADER)
+    write(root, "東京.md", "---\ntitle: 東京の学校 🏫\ntags: [世界]\n---\nこんにちは [[The Learning Partnership]]\n")
+    write(root, "README.md", "# Not a page\n")
+    write(root, "tours/first-weeks.yaml", TOUR)
+    return root
+
+
+def test_import_reads_pages_fields_links_and_tours(app, runner, corpus):
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert "3 new pages" in result.output and "1 tours" in result.output
+    with app.extensions["kb_db"].reading() as s:
+        tlp = s.scalar(select(Page).where(Page.slug == "the-learning-partnership"))
+        assert tlp.fields == {"status": "ended", "started": "2002", "ended": "2007-06", "ended_reason": "leader-change",
+                              "sponsors": ["carol-johnson"]}
+        assert tlp.status == "ended" and tlp.tags == ["minneapolis", "partnership"]
+        tour = s.scalar(select(Tour))
+        assert [st.page.slug for st in tour.stops] == ["the-learning-partnership", "carol-johnson"]
+    # Importing the same tree again changes nothing.
+    before = counts(app)
+    result = runner.invoke(args=["import", str(corpus)])
+    assert "3 unchanged" in result.output and counts(app) == before
+
+
+def test_export_then_import_into_an_empty_instance_round_trips(app, runner, corpus, tmp_path, make_app):
+    runner.invoke(args=["import", str(corpus)])
+    out = tmp_path / "export"
+    result = runner.invoke(args=["export", str(out)])
+    assert result.exit_code == 0, result.output
+    other = make_app(DATA_DIR=str(tmp_path / "other"), DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    result = other.test_cli_runner().invoke(args=["import", str(out)])
+    assert result.exit_code == 0, result.output
+
+    def snapshot(a):
+        with a.extensions["kb_db"].reading() as s:
+            from kb.models import Link
+
+            pages = {p.slug: (p.title, p.kind, p.fields, p.tags, p.visibility, p.sources, p.body)
+                     for p in s.scalars(select(Page))}
+            links = sorted((s.get(Page, link.source_id).slug, link.target_slug, link.via)
+                           for link in s.scalars(select(Link)))
+            tours = {t.slug: (t.title, t.audience, t.minutes, [(st.page.slug, st.note, st.question) for st in t.stops])
+                     for t in s.scalars(select(Tour))}
+            return pages, links, tours
+
+    assert snapshot(other) == snapshot(app)
+
+
+BAD_FILES = {
+    "malformed yaml": ("---\ntitle: Broken\ntags: [unclosed\nkind: page\n---\nbody\n", "starts on line 3"),
+    "unknown kind": ("---\ntitle: Memo\nkind: memo\n---\n", "bad.md:3"),
+    "invalid field": ("---\ntitle: Routine\nkind: routine\nfields:\n  cadence: weekly\n  months: [14]\n---\n",
+                      "bad.md:6"),
+    "unknown field": ("---\ntitle: Routine\nkind: routine\nfields:\n  cadense: weekly\n---\n", "bad.md:5"),
+    "bad date": ("---\ntitle: I\nkind: initiative\nfields:\n  started: 2003-02-30\n---\n", "bad.md:5"),
+    "unknown key": ("---\ntitle: Page\nauthor: me\n---\n", "bad.md:3"),
+    "no front matter": ("Just text\n", "bad.md:1"),
+    "unclosed front matter": ("---\ntitle: x\n", "bad.md:1"),
+    "no title": ("---\nkind: page\n---\nbody\n", "bad.md"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_bad_file_aborts_the_whole_import_naming_file_and_line(app, runner, corpus, case):
+    text, where = BAD_FILES[case]
+    write(corpus, "zz/bad.md", text)
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code != 0
+    assert "nothing was written" in result.output
+    assert where in result.output, result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_duplicate_slug_and_bad_encoding_abort(app, runner, corpus):
+    write(corpus, "again.md", GOOD)
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code != 0 and "already used by" in result.output
+    (corpus / "again.md").unlink()
+    (corpus / "latin1.md").write_bytes("---\ntitle: Caf\xe9\n---\n".encode("latin-1"))
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code != 0 and "latin1.md:2" in result.output and "UTF-8" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_a_tour_stop_naming_a_missing_page_aborts_naming_file_and_stop(app, runner, corpus):
+    write(corpus, "tours/broken.yaml", "title: Broken\nstops:\n  - page: carol-johnson\n  - page: nobody-wrote-this\n")
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code != 0
+    assert "broken.yaml" in result.output and "stop 2" in result.output and "nobody-wrote-this" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_large_import_renders_in_parallel_and_matches_serial(app, tmp_path):
+    from kb import transfer
+    from kb.cli import system_viewer
+
+    root = tmp_path / "many"
+    for i in range(260):
+        write(root, f"p{i}.md", f"---\ntitle: Page {i}\n---\nLinks to [[Page {i + 1}]] and [[Page {i + 500}]].\n")
+    db = app.extensions["kb_db"]
+    with db.writing() as s:
+        report = transfer.import_tree(s, system_viewer(s), root, workers=2)
+    assert report.created == 260
+    with db.reading() as s:
+        last = s.scalar(select(Revision).join(Page).where(Page.slug == "page-259"))
+        first = s.scalar(select(Revision).join(Page).where(Page.slug == "page-0"))
+    assert 'class="wikilink wanted"' in last.html  # page-260 does not exist
+    assert 'href="/wiki/page-1"' in first.html and "wanted" in first.html  # page-500 does not exist either
