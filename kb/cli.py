@@ -173,17 +173,20 @@ def register(app: Flask) -> None:
         if report.drift and not repair:
             sys.exit(1)
 
-    @app.cli.command("serve")
+    @app.cli.command("serve", with_appcontext=False)
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", type=int, default=None, help="Default: KB_PORT or 5000.")
     @click.option("--workers", type=int, default=2, show_default=True)
     @click.option("--threads", type=int, default=1, show_default=True)
     def serve_command(host: str, port: int | None, workers: int, threads: int):
         """Serve with gunicorn (several worker processes)."""
+        # Built here, outside any app context: an app context left pushed in the master would be inherited by
+        # every request in the workers, sharing `g` (the signed-in user, the CSRF token) between requests.
+        from kb import create_app
         from kb.server import serve
 
         port = port or int(os.environ.get("KB_PORT", "5000"))
-        serve(current_app._get_current_object(), host, port, workers, threads)
+        serve(create_app(), host, port, workers, threads)
 
 
 def _create_app(*_args, **_kwargs):

@@ -22,9 +22,6 @@ def _post_fork(_server, worker):
     # Connections opened before the fork must not be shared between processes.
     app = worker.app.application
     app.extensions["kb_db"].dispose()
-    from kb import search
-
-    search.after_fork(app)
 
 
 def serve(app: Flask, host: str, port: int, workers: int = 2, threads: int = 1) -> None:

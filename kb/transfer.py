@@ -182,9 +182,16 @@ def _normalise_dates(value: Any) -> Any:
     return _date_text(value)
 
 
-def _render_one(args: tuple[str, frozenset[str]]) -> tuple[str, list[str]]:
-    body, known = args
-    r = render(body, page_exists=known.__contains__)
+_KNOWN: frozenset[str] = frozenset()
+
+
+def _init_renderer(known: frozenset[str]) -> None:
+    global _KNOWN
+    _KNOWN = known
+
+
+def _render_one(body: str) -> tuple[str, list[str]]:
+    r = render(body, page_exists=_KNOWN.__contains__)
     return r.html, list(r.links)
 
 
@@ -228,25 +235,70 @@ def import_tree(session: Session, viewer: Viewer, root: Path, *,
     parsed, tour_specs = parse_tree(root, (lambda i, n: progress("read", i, n)) if progress else None)
     known = frozenset(p.slug for p in parsed) | pages.existing_slugs(
         session, {t for p in parsed for t in wiki_link_targets(p.state.body)})
-    _render_all(parsed, known, workers, progress)
-    users = {u.name: u for u in session.scalars(select(User))}
+    taken = pages.existing_slugs(session, [p.slug for p in parsed]) | set(
+        session.scalars(select(Page.slug).where(Page.slug.in_([p.slug for p in parsed]))))
     report = ImportReport()
-    for i, p in enumerate(parsed, 1):
-        existing = session.scalar(select(Page).where(Page.slug == p.slug))
+    batch: list[tuple[ParsedPage, str, list[str]]] = []
+
+    def flush_new() -> None:
         try:
-            if existing is not None and existing.deleted_at is None and _same(existing, p.state):
-                report.unchanged += 1
-                page = existing
-            else:
-                base = existing.revision if existing is not None and existing.deleted_at is None else None
-                page, created = pages.save_page(session, viewer, p.slug, p.state, base, f"Imported from {p.path}",
-                                                html=p.html, body_links=p.links, refresh_linking_pages=False)
-                if created:
-                    report.created += 1
-                else:
-                    report.updated += 1
+            pages.create_pages(session, viewer, [pages.NewPage(p.slug, p.state, html, links, f"Imported from {p.path}")
+                                                 for p, html, links in batch])
         except KBError as e:
-            raise ImportFailed(p.path, e.message) from None
+            raise ImportFailed(batch[0][0].path, e.message) from None
+        report.created += len(batch)
+        batch.clear()
+
+    # Rendering (Markdown + sanitising) is the slow part and runs on every core while this process writes.
+    for i, (p, (html, links)) in enumerate(zip(parsed, _rendered(parsed, known, workers)), 1):
+        if p.slug in taken:
+            _import_existing(session, viewer, p, html, links, report)
+        else:
+            batch.append((p, html, links))
+            if len(batch) >= 500:
+                flush_new()
+        if progress and (i % 100 == 0 or i == len(parsed)):
+            progress("import", i, len(parsed))
+    if batch:
+        flush_new()
+    _apply_people(session, parsed, report)
+    # Pages that were here before the import may link to pages it created: re-render them on their next view.
+    pages.refresh_linkers(session, [p.slug for p in parsed], skip_sources=[p.slug for p in parsed])
+    session.flush()
+    report.tours = tours.apply_tour_specs(session, viewer, tour_specs)
+    session.flush()
+    return report
+
+
+def _import_existing(session: Session, viewer: Viewer, p: ParsedPage, html: str, links: list[str],
+                     report: ImportReport) -> None:
+    existing = session.scalar(select(Page).where(Page.slug == p.slug))
+    if existing is not None and existing.deleted_at is None and _same(existing, p.state):
+        report.unchanged += 1
+        return
+    base = existing.revision if existing is not None and existing.deleted_at is None else None
+    try:
+        _, created = pages.save_page(session, viewer, p.slug, p.state, base, f"Imported from {p.path}",
+                                     html=html, body_links=links, refresh_linking_pages=False)
+    except KBError as e:
+        raise ImportFailed(p.path, e.message) from None
+    if created:
+        report.created += 1
+    else:
+        report.updated += 1
+
+
+def _apply_people(session: Session, parsed: list[ParsedPage], report: ImportReport) -> None:
+    """Owners, verifiers and review intervals named in front matter."""
+    from datetime import datetime
+
+    wanted = [p for p in parsed if p.owner or p.verified_by or p.review_every]
+    if not wanted:
+        return
+    users = {u.name: u for u in session.scalars(select(User))}
+    by_slug = {pg.slug: pg for pg in session.scalars(select(Page).where(Page.slug.in_([p.slug for p in wanted])))}
+    for p in wanted:
+        page = by_slug[p.slug]
         for attr, name in (("owner_id", p.owner), ("verified_by_id", p.verified_by)):
             if name:
                 user = users.get(name)
@@ -257,43 +309,25 @@ def import_tree(session: Session, viewer: Viewer, root: Path, *,
         if p.review_every:
             page.review_every = p.review_every
         if p.verified_on and page.verified_by_id:
-            from datetime import datetime
-
-            page.verified_on = datetime.fromisoformat(p.verified_on if len(p.verified_on) == 10 else
-                                                      (p.verified_on + "-01-01")[:10])
+            page.verified_on = datetime.fromisoformat((p.verified_on + "-01-01")[:10])
             page.verified_revision = page.revision
-        if progress:
-            progress("write", i, len(parsed))
-    # Pages that were here before the import may link to pages it created: re-render them on their next view.
-    pages.refresh_linkers(session, [p.slug for p in parsed], skip_sources=[p.slug for p in parsed])
-    session.flush()
-    report.tours = tours.apply_tour_specs(session, viewer, tour_specs)
-    session.flush()
-    return report
 
 
 def _same(page: Page, state: pages.PageState) -> bool:
     return pages.PageState.of(page) == state
 
 
-def _render_all(parsed: list[ParsedPage], known: frozenset[str], workers: int | None,
-                progress: Callable[[str, int, int], None] | None) -> None:
-    """Render every body; Markdown plus sanitising is the slow part of an import, so use every core."""
+def _rendered(parsed: list[ParsedPage], known: frozenset[str], workers: int | None) -> Iterable:
+    """(html, links) for each page in order, rendered on every core for big imports."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    jobs = [(p.state.body, known) for p in parsed]
-    if workers > 1 and len(jobs) > 200:
-        # Sending the slug set with each job is cheap next to rendering; chunks keep the overhead small.
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results: Iterable = pool.map(_render_one, jobs, chunksize=64)
-            for i, (p, (html, links)) in enumerate(zip(parsed, results), 1):
-                p.html, p.links = html, links
-                if progress and i % 100 == 0:
-                    progress("render", i, len(parsed))
+    bodies = [p.state.body for p in parsed]
+    if workers > 1 and len(bodies) > 200:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_renderer, initargs=(known,)) as pool:
+            yield from pool.map(_render_one, bodies, chunksize=32)
     else:
-        for i, (p, job) in enumerate(zip(parsed, jobs), 1):
-            p.html, p.links = _render_one(job)
-            if progress and i % 100 == 0:
-                progress("render", i, len(parsed))
+        _init_renderer(known)
+        for body in bodies:
+            yield _render_one(body)
 
 
 def page_document(page: Page) -> str:

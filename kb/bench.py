@@ -1,0 +1,295 @@
+"""The benchmark behind scripts/bench: a synthetic corpus, imported, then timed for saving, viewing and searching.
+
+Numbers are medians over several runs and ratios measured in the same run, because these machines are noisy.
+Nothing here is a test: it reports, it does not assert.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+WORDS = ("assessment writing rubric teachers benchmark scoring literacy math coaching principal superintendent "
+         "district reform partnership community practice routine lesson evidence inquiry data team school leader "
+         "central office turnover succession handover memory initiative design institute summer release time "
+         "professional development curriculum science immersion strategic planning boundary spanning middle system "
+         "knowledge activist onboarding network equity achievement improvement capacity trust agreement indicator").split()
+KINDS = ("page", "initiative", "routine", "community", "lesson", "leader", "partnership")
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def write_corpus(root: Path, n: int, seed: int = 1) -> None:
+    """n pages of realistic size (about 2 KB) with wiki links, tags and fields, in the content format."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        fields = {}
+        if kind == "initiative":
+            start = rng.randint(1990, 2020)
+            fields = {"status": rng.choice(["active", "ended", "piloting"]), "started": str(start),
+                      "problem": _sentence(rng, 12), "sponsors": [f"synthetic-page-{rng.randrange(n)}"]}
+            if fields["status"] == "ended":
+                fields.update(ended=str(start + rng.randint(1, 6)), ended_reason=rng.choice(["funding", "leader-change"]))
+        elif kind == "routine":
+            fields = {"cadence": "monthly", "months": sorted(rng.sample(range(1, 13), 3)),
+                      "people_who_can_run_it": rng.randint(1, 4), "steps": [_sentence(rng, 6) for _ in range(3)]}
+        elif kind == "leader":
+            fields = {"tenures": [{"role": "principal", "from": str(rng.randint(1990, 2015)), "hired": "internal"}]}
+        links = " ".join(f"[[Synthetic page {rng.randrange(n + n // 20)}]]" for _ in range(4))
+        paragraphs = "\n\n".join(_sentence(rng, rng.randint(25, 45)) for _ in range(6))
+        body = f"## Summary\n\n{paragraphs}\n\nSee also {links}.\n\n| year | note |\n|---|---|\n| 2003 | {_sentence(rng, 5)} |\n"
+        front = {"title": f"Synthetic page {i}", "kind": kind, "tags": rng.sample(["math", "literacy", "science",
+                                                                                   "leadership", "data"], 2),
+                 "sources": ["Synthetic benchmark corpus"], "fields": fields}
+        import yaml
+
+        (root / f"p{i:06d}.md").write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body,
+                                           encoding="utf-8")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int, path: str = "/healthz", timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def _load(port: int, paths: list[str], headers: dict, seconds: float, concurrency: int) -> dict:
+    """Requests per second and latency at a fixed concurrency (threads with keep-alive-less requests)."""
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.time() + seconds
+    lock = threading.Lock()
+
+    def run(worker: int) -> None:
+        rng = random.Random(worker)
+        mine = []
+        while time.time() < stop:
+            path = rng.choice(paths)
+            t0 = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                conn.close()
+                if r.status != 200:
+                    errors[0] += 1
+            except OSError:
+                errors[0] += 1
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - t0
+    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
+            "p95_ms": percentile(latencies, 95) * 1000, "errors": errors[0], "requests": len(latencies)}
+
+
+def worker_peak_rss_mb(master_pid: int) -> list[float]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True).stdout
+    peaks = []
+    for pid in out.split():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return peaks
+
+
+HELLO_APP = '''
+from flask import Flask
+app = Flask(__name__)
+@app.route("/hello")
+def hello():
+    return "hello"
+'''
+
+
+def bench_serving(data_dir: str, slugs: list[str], seconds: float, runs: int) -> dict:
+    """Page views under `kb serve` (2 workers) against a bare Flask endpoint served the same way, same run."""
+    env = dict(os.environ, KB_DATA_DIR=data_dir)
+    kb_port, hello_port = free_port(), free_port()
+    kb_bin = str(Path(sys.executable).parent / "kb")
+    gunicorn_bin = str(Path(sys.executable).parent / "gunicorn")
+    hello_dir = tempfile.mkdtemp()
+    Path(hello_dir, "hello_app.py").write_text(HELLO_APP)
+    kb_proc = subprocess.Popen([kb_bin, "serve", "--port", str(kb_port), "--workers", "2"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hello_proc = subprocess.Popen([gunicorn_bin, "--workers", "2", "--bind", f"127.0.0.1:{hello_port}",
+                                   "hello_app:app"], cwd=hello_dir, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        wait_for(kb_port, "/login")
+        wait_for(hello_port, "/hello")
+        cookie = _login_cookie(kb_port)
+        paths = [f"/wiki/{s}" for s in slugs]
+        headers = {"Cookie": cookie}
+        # Warm every worker's caches (first views render and store HTML) before measuring.
+        _load(kb_port, paths[:200], headers, 3, 4)
+        view_runs, hello_runs = [], []
+        for _ in range(runs):
+            view_runs.append(_load(kb_port, paths, headers, seconds, 8))
+            hello_runs.append(_load(hello_port, ["/hello"], {}, seconds, 8))
+        view_rps = statistics.median(r["rps"] for r in view_runs)
+        hello_rps = statistics.median(r["rps"] for r in hello_runs)
+        return {
+            "page_view_rps": round(view_rps, 1),
+            "page_view_p50_ms": round(statistics.median(r["p50_ms"] for r in view_runs), 2),
+            "page_view_p95_ms": round(statistics.median(r["p95_ms"] for r in view_runs), 2),
+            "page_view_errors": sum(r["errors"] for r in view_runs),
+            "hello_rps": round(hello_rps, 1),
+            "view_to_hello_ratio": round(view_rps / hello_rps, 3),
+            "worker_peak_rss_mb": [round(x, 1) for x in worker_peak_rss_mb(kb_proc.pid)],
+        }
+    finally:
+        for proc in (kb_proc, hello_proc):
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(hello_dir, ignore_errors=True)
+
+
+def _login_cookie(port: int) -> str:
+    """Sign in as the bench account over HTTP and return the session cookie."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", "/login")
+    r = conn.getresponse()
+    page = r.read().decode()
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    body = f"csrf_token={token}&name=bench&password=bench-password-123"
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("POST", "/login", body=body, headers={"Cookie": cookie,
+                                                        "Content-Type": "application/x-www-form-urlencoded"})
+    r = conn.getresponse()
+    r.read()
+    if r.status != 302:
+        raise RuntimeError(f"bench sign-in failed: {r.status}")
+    return r.getheader("Set-Cookie").split(";")[0]
+
+
+def bench_saves(app, slugs: list[str], n: int) -> dict:
+    """Save p50/p95 through the API: a revision, its links and the search-index update."""
+    from kb import accounts
+    from kb.models import User
+
+    db = app.extensions["kb_db"]
+    with db.writing() as s:
+        from sqlalchemy import select
+
+        token = accounts.create_token(s, s.scalar(select(User).where(User.name == "bench")), "bench")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    rng = random.Random(3)
+    times = []
+    for i in range(n):
+        slug = rng.choice(slugs)
+        current = client.get(f"/api/pages/{slug}", headers=headers).get_json()
+        body = current["body"] + f"\n\nEdited {i}: see [[Synthetic page {rng.randrange(len(slugs))}]]."
+        t0 = time.perf_counter()
+        r = client.put(f"/api/pages/{slug}", json={"body": body, "base_revision": current["revision"]},
+                       headers=headers)
+        times.append(time.perf_counter() - t0)
+        assert r.status_code == 200, r.get_data(as_text=True)
+    return {"save_p50_ms": round(percentile(times, 50) * 1000, 1), "save_p95_ms": round(percentile(times, 95) * 1000, 1)}
+
+
+def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
+    from kb import create_app, transfer
+    from kb.cli import system_viewer
+
+    work = Path(keep or tempfile.mkdtemp(prefix="kb-bench-"))
+    corpus, data_dir = work / "corpus", work / "data"
+    shutil.rmtree(corpus, ignore_errors=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    results: dict = {"pages": pages, "cpus": os.cpu_count()}
+    t0 = time.time()
+    write_corpus(corpus, pages)
+    results["corpus_generation_s"] = round(time.time() - t0, 1)
+
+    app = create_app({"DATA_DIR": str(data_dir), "SEARCH_WORKER": False})
+    db = app.extensions["kb_db"]
+    with db.writing() as s:
+        from kb import accounts
+
+        accounts.create_user(s, "bench", "admin", "bench-password-123")
+    t0 = time.time()
+    with db.writing() as s:
+        transfer.import_tree(s, system_viewer(s), corpus)
+    elapsed = time.time() - t0
+    results["import_s"] = round(elapsed, 1)
+    results["import_pages_per_s"] = round(pages / elapsed, 1)
+
+    from kb import bench_search
+
+    results["search"] = bench_search.bench_search(db, str(data_dir), n_queries=200)
+
+    slugs = [f"synthetic-page-{i}" for i in range(pages)]
+    results["save"] = bench_saves(app, slugs, 60)
+    db.dispose()
+    results["serving"] = bench_serving(str(data_dir), slugs, seconds, runs)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--pages", type=int, default=1000, help="synthetic corpus size (1000, 10000, 100000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each serving measurement (median reported)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each serving run")
+    parser.add_argument("--keep", help="work directory to keep (corpus and data)")
+    args = parser.parse_args(argv)
+    results = run(args.pages, args.runs, args.seconds, args.keep)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
