@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Select, String, cast, false, or_, select, true
+from sqlalchemy import Boolean, Select, String, cast, false, literal, or_, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from kb.models import Page, SlugRedirect
 
@@ -78,30 +80,69 @@ def can_read_page(viewer: Viewer, page: Page) -> bool:
 
 
 def can_edit_page(viewer: Viewer, page: Page | None) -> bool:
-    """Contributors edit what they can read; restricted pages need a curator (or a named reader who contributes)."""
+    """Contributors edit what they can read, except restricted pages: only curators edit those.
+
+    A named reader may read a restricted page but not edit it, or they could make it public or add readers.
+    """
     if not viewer.may_edit:
         return False
-    return page is None or can_read_page(viewer, page)
+    if page is None:
+        return True
+    if page.visibility == "restricted" and not viewer.may_curate:
+        return False
+    return can_read_page(viewer, page)
 
 
 def may_set_visibility(viewer: Viewer, visibility: str) -> bool:
     return visibility != "restricted" or viewer.may_curate
 
 
-def page_clause(viewer: Viewer):
-    """A SQL condition on `Page` that is true exactly for the pages this viewer may read."""
+class _contains_text(FunctionElement):
+    """`haystack` contains `needle`, case-sensitively, on every database (LIKE ignores case on SQLite)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "kb_contains_text"
+
+
+@compiles(_contains_text)
+def _contains_text_default(element, compiler, **kw):
+    haystack, needle = list(element.clauses)
+    return f"(strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
+
+
+@compiles(_contains_text, "sqlite")
+def _contains_text_sqlite(element, compiler, **kw):
+    haystack, needle = list(element.clauses)
+    return f"(instr({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
+
+
+def _named_reader(name: str, entity=Page):
+    """True for restricted pages whose readers list holds exactly this name.
+
+    `readers` is stored as JSON text such as '["ana", "reader"]'. An entry equal to the name appears as '"name"'
+    right after '[' or ', '; inside a longer entry its quotes would be escaped ('\\"'), so it cannot match there.
+    """
+    import json
+
+    quoted = json.dumps(name)
+    text = cast(entity.readers, String)
+    return (entity.visibility == "restricted") & or_(_contains_text(text, literal("[" + quoted)),
+                                                   _contains_text(text, literal(", " + quoted)))
+
+
+def page_clause(viewer: Viewer, entity=Page):
+    """A SQL condition on `Page` (or an alias of it) that is true exactly for the pages this viewer may read."""
     levels = viewer.visible_levels()
     if not viewer.may_read_site:
         return false()
     if "restricted" in levels:
         cond = true()
     else:
-        cond = Page.visibility.in_(levels)
+        cond = entity.visibility.in_(levels)
         if viewer.signed_in and viewer.name:
-            # readers is a JSON list of user names; names cannot contain quotes, so '"name"' matches exactly one entry.
-            quoted = '%"' + viewer.name.replace("\\", "").replace("%", "").replace("_", "\\_") + '"%'
-            cond = or_(cond, (Page.visibility == "restricted") & cast(Page.readers, String).like(quoted, escape="\\"))
-    return cond & Page.deleted_at.is_(None)
+            cond = or_(cond, _named_reader(viewer.name, entity))
+    return cond & entity.deleted_at.is_(None)
 
 
 def readable_pages(viewer: Viewer) -> Select:

@@ -178,30 +178,62 @@ def clear_sign_in_failures(session: Session, keys: list[str]) -> None:
 
 @dataclass
 class SignIn:
-    """The outcome of a sign-in attempt: a user, or why not (`wait` > 0 means throttled)."""
+    """One sign-in attempt: the user named (if any), the counters it touches, and the wait (> 0: throttled)."""
 
+    name: str
+    keys: list[str]
     user: User | None = None
     wait: int = 0
 
 
-def sign_in(session: Session, name: str, password: str, address: str | None, now: datetime | None = None) -> SignIn:
-    """Check a sign-in, throttled per account and per address.
-
-    While a wait is running the password is not even checked, so guessing gains nothing. A success clears the
-    account's counter; the address counter only fades with time (one good account must not unlock an address).
-    The caller commits.
-    """
+def begin_sign_in(session: Session, name: str, address: str | None, now: datetime | None = None) -> SignIn:
+    """Check the throttle and count this attempt as a failure in advance; `finish_sign_in` takes it back if the
+    password is right. Counting first means parallel guesses queue up behind each other, and lets the caller commit
+    (releasing the database's write lock) before the deliberately slow password check."""
     now = now or utcnow()
-    keys = throttle_keys(name, address)
-    wait = sign_in_wait(session, keys, now)
-    if wait > 0:
-        return SignIn(None, wait)
-    user = authenticate(session, name, password)
-    if user is None:
-        record_sign_in_failure(session, keys, now)
-        return SignIn(None, 0)
-    clear_sign_in_failures(session, keys[:1])
-    return SignIn(user, 0)
+    name = name if isinstance(name, str) else ""
+    attempt = SignIn(name, throttle_keys(name, address))
+    attempt.wait = sign_in_wait(session, attempt.keys, now)
+    if attempt.wait:
+        return attempt  # not counted, and the password is not even looked at
+    record_sign_in_failure(session, attempt.keys, now)
+    attempt.user = session.scalar(select(User).where(User.name == name)) if name else None
+    return attempt
+
+
+def check_sign_in(attempt: SignIn, password: str) -> User | None:
+    """The user if the password is right and the account active. No database access; same time either way."""
+    if attempt.wait:
+        return None
+    user = attempt.user
+    if not isinstance(password, str):
+        password = ""
+    if user is None or not user.password_hash:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password_hash(user.password_hash, password):
+        return None
+    return user if user.active else None
+
+
+def finish_sign_in(session: Session, attempt: SignIn) -> None:
+    """After a successful check: forget the account's failures and take this attempt off the address's count
+    (one good account must not unlock an address, so the rest of that count only fades with time)."""
+    clear_sign_in_failures(session, attempt.keys[:1])
+    for key in attempt.keys[1:]:
+        row = session.get(SignInFailure, key)
+        if row is not None:
+            row.failures = max(0, row.failures - 1)
+
+
+def sign_in(session: Session, name: str, password: str, address: str | None, now: datetime | None = None) -> SignIn:
+    """All three steps in one transaction (the web view commits between them). The caller commits."""
+    attempt = begin_sign_in(session, name, address, now)
+    user = check_sign_in(attempt, password)
+    if user is not None:
+        finish_sign_in(session, attempt)
+    attempt.user = user
+    return attempt
 
 
 # --- passwords and sessions ---------------------------------------------------------------------------------

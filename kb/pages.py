@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from kb import access, kinds
 from kb.access import Viewer
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotFound, TooLarge
 from kb.models import IndexQueueEntry, Link, Page, PageTag, Revision, SlugRedirect, User, utcnow
-from kb.render import render, wiki_link_targets
+from kb.render import mark_wanted, render, wiki_link_targets
 from kb.slugs import slugify
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -106,11 +106,29 @@ def existing_slugs(session: Session, slugs: Iterable[str]) -> set[str]:
     return found
 
 
-def render_body(session: Session, body: str) -> tuple[str, list[str]]:
-    """HTML for a body, with wanted links marked against the database. Returns (html, linked slugs)."""
-    exists = existing_slugs(session, wiki_link_targets(body))
-    rendered = render(body, page_exists=exists.__contains__)
-    return rendered.html, list(rendered.links)
+def visible_targets(session: Session, viewer: Viewer, slugs: Iterable[str]) -> set[str]:
+    """Which of these link targets the viewer can open: readable pages, and old names of readable pages."""
+    slugs = set(slugs)
+    if not slugs:
+        return set()
+    found = set(readable_titles(session, viewer, slugs))
+    rows = session.execute(select(SlugRedirect.old_slug, Page).join(Page, Page.id == SlugRedirect.page_id)
+                           .where(SlugRedirect.old_slug.in_(slugs), access.page_clause(viewer))).all()
+    return found | {old for old, page in rows if access.can_read_page(viewer, page)}
+
+
+def for_reader(session: Session, viewer: Viewer, html: str, body: str) -> str:
+    """Cached HTML as this reader sees it: links to pages they cannot open are marked wanted, like missing ones."""
+    targets = wiki_link_targets(body)
+    if not targets:
+        return html
+    return mark_wanted(html, set(targets) - visible_targets(session, viewer, targets))
+
+
+def render_body(session: Session, viewer: Viewer, body: str) -> tuple[str, list[str]]:
+    """HTML for a body as this reader sees it (previews, tour notes). Returns (html, linked slugs)."""
+    rendered = render(body)
+    return for_reader(session, viewer, rendered.html, body), list(rendered.links)
 
 
 def _slug_taken(session: Session, slug: str, page_id: int | None) -> bool:
@@ -119,19 +137,6 @@ def _slug_taken(session: Session, slug: str, page_id: int | None) -> bool:
         return True
     redirect = session.get(SlugRedirect, slug)
     return redirect is not None and redirect.page_id != page_id
-
-
-def refresh_linkers(session: Session, slugs: Iterable[str], skip_sources: Iterable[str] = ()) -> None:
-    """Pages linking to these slugs show them as wanted or not: clear their cached HTML."""
-    slugs = list(slugs)
-    sources = select(Link.source_id).where(Link.target_slug.in_(slugs))
-    skip = list(skip_sources)
-    if skip:
-        sources = sources.where(Link.source_id.not_in(select(Page.id).where(Page.slug.in_(skip))))
-    current = (select(Revision.id).join(Page, Page.id == Revision.page_id)
-               .where(Revision.page_id.in_(sources), Revision.number == Page.revision))
-    session.execute(update(Revision).where(Revision.id.in_(current)).values(html=None)
-                    .execution_options(synchronize_session=False))
 
 
 def _link_rows(page_id: int, slug: str, kind: str, fields: dict, body_links: list[str]) -> list[dict]:
@@ -190,14 +195,12 @@ def save_page(
     html: str | None = None,
     body_links: list[str] | None = None,
     when: datetime | None = None,
-    refresh_linking_pages: bool = True,
 ) -> tuple[Page, bool]:
     """Create or update the page at `slug` (derived from the title when None). Returns (page, created).
 
     `base_revision` is the revision the editor started from (None or 0 when creating). A stale base raises
     EditConflict carrying the current revision and the diff from the editor's text to the current text.
-    `html`/`body_links` may be passed pre-rendered (bulk import renders in parallel, knowing every new slug,
-    and then refreshes the pages that were there before in one go: refresh_linking_pages=False).
+    `html`/`body_links` may be passed pre-rendered (bulk import renders in parallel).
     """
     if not viewer.may_edit:
         raise NotAllowed("You need a contributor account to edit pages.")
@@ -237,7 +240,8 @@ def save_page(
     was_deleted = page.deleted_at is not None
     number = page.revision + 1
     if html is None or body_links is None:
-        html, body_links = render_body(session, state.body)
+        rendered = render(state.body)
+        html, body_links = rendered.html, list(rendered.links)
     page.title, page.kind, page.fields, page.tags = state.title, state.kind, state.fields, state.tags
     page.visibility, page.readers, page.sources, page.body = state.visibility, state.readers, state.sources, state.body
     page.status = kinds.status_of(state.kind, state.fields or {})
@@ -252,8 +256,6 @@ def save_page(
     _write_links(session, page, body_links)
     _write_tags(session, page)
     enqueue_index(session, page.id)
-    if (created or was_deleted) and refresh_linking_pages:
-        refresh_linkers(session, [page.slug])
     session.flush()
     return page, created
 
@@ -325,27 +327,25 @@ def revisions(session: Session, page: Page) -> list[Revision]:
     return list(session.scalars(select(Revision).where(Revision.page_id == page.id).order_by(Revision.number.desc())))
 
 
-def current_html(session: Session, page: Page, cache_store=None) -> str:
-    """The page's rendered body, from the per-revision cache; renders (and asks to store) when missing."""
+def current_html(session: Session, viewer: Viewer, page: Page, cache_store=None) -> str:
+    """The page's body as this reader sees it, from the per-revision HTML cache (rendered and stored if missing)."""
     rev = session.scalar(select(Revision).where(Revision.page_id == page.id, Revision.number == page.revision))
     if rev is None:
         return ""
-    if rev.html is None:
-        rev_html, _ = render_body(session, rev.body)
-        if cache_store is not None:
-            cache_store(rev.id, rev_html)
-        return rev_html
-    return rev.html
+    return revision_html(session, viewer, rev, cache_store)
 
 
 def store_html(session: Session, revision_id: int, html: str) -> None:
     session.execute(update(Revision).where(Revision.id == revision_id).values(html=html))
 
 
-def revision_html(session: Session, rev: Revision) -> str:
-    if rev.html is not None:
-        return rev.html
-    return render_body(session, rev.body)[0]
+def revision_html(session: Session, viewer: Viewer, rev: Revision, cache_store=None) -> str:
+    html = rev.html
+    if html is None:
+        html = render(rev.body).html
+        if cache_store is not None:
+            cache_store(rev.id, html)
+    return for_reader(session, viewer, html, rev.body)
 
 
 def diff_revisions(a: Revision, b: Revision) -> list[tuple[str, str]]:
@@ -390,7 +390,6 @@ def rename(session: Session, viewer: Viewer, page: Page, new_title: str, base_re
     state.title = new_title
     saved, _ = save_page(session, viewer, slug, state, base_revision,
                          comment or f"Renamed from {old_slug!r}")
-    refresh_linkers(session, [old_slug, slug])
     return saved
 
 
@@ -400,7 +399,6 @@ def delete_page(session: Session, viewer: Viewer, page: Page, comment: str = "")
         raise NotAllowed("Only curators and administrators can delete pages.")
     page.deleted_at, page.deleted_by_id = utcnow(), viewer.user_id
     enqueue_index(session, page.id)
-    refresh_linkers(session, [page.slug])
     session.flush()
 
 
@@ -412,7 +410,6 @@ def restore_page(session: Session, viewer: Viewer, page_id: int) -> Page:
         raise NotFound("There is no deleted page with that id.")
     page.deleted_at, page.deleted_by_id = None, None
     enqueue_index(session, page.id)
-    refresh_linkers(session, [page.slug])
     session.flush()
     return page
 
@@ -446,9 +443,14 @@ def backlinks_by_field(session: Session, viewer: Viewer, page: Page) -> dict[str
 
 
 def wanted_pages(session: Session, viewer: Viewer, limit: int = 200) -> list[tuple[str, int]]:
-    """Slugs linked from readable pages but not written yet, the most linked first: (slug, count)."""
-    live = select(Page.slug).where(Page.deleted_at.is_(None))
-    redirects = select(SlugRedirect.old_slug)
+    """Slugs linked from readable pages that lead nowhere for this viewer, the most linked first: (slug, count).
+
+    A page the viewer may not read counts as not written, exactly as if it did not exist.
+    """
+    target = aliased(Page)
+    live = select(target.slug).where(access.page_clause(viewer, target))
+    redirects = (select(SlugRedirect.old_slug).join(target, target.id == SlugRedirect.page_id)
+                 .where(access.page_clause(viewer, target)))
     q = (select(Link.target_slug, func.count(func.distinct(Link.source_id)))
          .join(Page, Page.id == Link.source_id)
          .where(access.page_clause(viewer), Link.target_slug.not_in(live), Link.target_slug.not_in(redirects))

@@ -10,7 +10,7 @@ import html
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import quote, urlencode
 from xml.etree.ElementTree import Element
 
@@ -91,7 +91,7 @@ class _WikiLinkProcessor(InlineProcessor):
             title = target if slugify(target) != target else label
             el.set("class", "wikilink wanted")
             el.set("href", "/new?" + urlencode({"title": title, "slug": slug}, quote_via=quote))
-            el.set("title", "Page not written yet")
+            el.set("title", _WANTED_TITLE)
         # AtomicString: the label is shown as typed (escaped by the serialiser), not parsed for more Markdown.
         el.text = AtomicString(label)
         return el, m.start(0), m.end(0)
@@ -180,6 +180,23 @@ def render(text: str, page_exists: Callable[[str], bool] | None = None) -> Rende
         # Do not keep the caller's callback (and whatever session it closes over) alive in the thread.
         wiki.page_exists, wiki.links = None, []
     return Rendered(html=sanitise(body), links=links)
+
+
+_WANTED_TITLE = "Page not written yet"
+
+
+def mark_wanted(html: str, wanted: Iterable[str]) -> str:
+    """Mark the wiki links to these slugs as wanted, in HTML that `render` produced with every link existing.
+
+    HTML is cached once per revision for everyone; whether a link leads anywhere depends on who is reading (a
+    page they may not read must look like a page not written yet), so this runs per reader on the cached HTML.
+    It only adds a class and a title to anchors that `render` wrote itself.
+    """
+    for slug in wanted:
+        href = "/wiki/" + quote(slug, safe="")
+        html = html.replace(f'<a class="wikilink" href="{href}">',
+                            f'<a class="wikilink wanted" href="{href}" title="{_WANTED_TITLE}">')
+    return html
 
 
 # Mirrors what Markdown treats as code, so the cheap scan agrees with `render`: fenced blocks (fence at the

@@ -169,6 +169,12 @@ def _resolve(session: Session, slug: str) -> Page | None:
     return page
 
 
+def readable_page(session: Session, viewer: Viewer, slug: str) -> Page | None:
+    """The live page a stop names (by its address or an old one), if the viewer may read it."""
+    page = _resolve(session, slug)
+    return page if page is not None and access.can_read_page(viewer, page) else None
+
+
 def save_tour(session: Session, viewer: Viewer, spec: TourSpec, comment: str = "",
               base_revision: int | None = None, slug: str | None = None, creating: bool = False) -> Tour:
     """Create or update a tour from a spec, keeping a revision. Curators only.
@@ -478,8 +484,7 @@ def readers(session: Session, viewer: Viewer, tour: Tour) -> list[ReaderProgress
         if user is None:
             continue
         p = progress(session, Viewer(user.id, user.name, user.role), tour)
-        counted = [s for s in p.stops if s.read]
-        if not counted:
+        if not p.started:  # they read only stops they may no longer see
             continue
         out.append(ReaderProgress(user, p.read, p.total, p.changed, min(r.read_at for r in reads),
                                   max(r.read_at for r in reads), p.last_read_at if p.finished else None))
@@ -487,7 +492,7 @@ def readers(session: Session, viewer: Viewer, tour: Tour) -> list[ReaderProgress
     return out
 
 
-def started_counts(session: Session, tour: Tour) -> int:
+def started_count(session: Session, tour: Tour) -> int:
     """How many people have read at least one stop (for curators' overview)."""
     return len(set(session.scalars(select(TourRead.user_id).where(TourRead.tour_id == tour.id))))
 
@@ -559,13 +564,13 @@ def remove_stop(spec: TourSpec, index: int) -> None:
         del spec.stops[index]
 
 
-def add_stop(session: Session, viewer: Viewer, spec: TourSpec, text: str) -> StopSpec:
+def add_stop(session: Session, viewer: Viewer, spec: TourSpec, text: str) -> Page:
+    """Append the page named by `text` (see find_page) as a new stop; returns the page."""
     page = find_page(session, viewer, text)
     if any(s.page == page.slug for s in spec.stops):
         raise InvalidFields({"add_page": f"“{page.title}” is already a stop of this tour"})
-    stop = StopSpec(page.slug)
-    spec.stops.append(stop)
-    return stop
+    spec.stops.append(StopSpec(page.slug))
+    return page
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from kb import pages, tours
 from kb.access import Viewer
 from kb.errors import ImportFailed, InvalidFields, KBError
 from kb.models import Page, User
-from kb.render import render, wiki_link_targets
+from kb.render import render
 from kb.slugs import slugify
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -182,16 +182,8 @@ def _normalise_dates(value: Any) -> Any:
     return _date_text(value)
 
 
-_KNOWN: frozenset[str] = frozenset()
-
-
-def _init_renderer(known: frozenset[str]) -> None:
-    global _KNOWN
-    _KNOWN = known
-
-
 def _render_one(body: str) -> tuple[str, list[str]]:
-    r = render(body, page_exists=_KNOWN.__contains__)
+    r = render(body)
     return r.html, list(r.links)
 
 
@@ -233,8 +225,6 @@ def import_tree(session: Session, viewer: Viewer, root: Path, *,
                 progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> ImportReport:
     """Import every page and tour under root in the caller's transaction. All or nothing."""
     parsed, tour_specs = parse_tree(root, (lambda i, n: progress("read", i, n)) if progress else None)
-    known = frozenset(p.slug for p in parsed) | pages.existing_slugs(
-        session, {t for p in parsed for t in wiki_link_targets(p.state.body)})
     taken = pages.existing_slugs(session, [p.slug for p in parsed]) | set(
         session.scalars(select(Page.slug).where(Page.slug.in_([p.slug for p in parsed]))))
     report = ImportReport()
@@ -250,7 +240,7 @@ def import_tree(session: Session, viewer: Viewer, root: Path, *,
         batch.clear()
 
     # Rendering (Markdown + sanitising) is the slow part and runs on every core while this process writes.
-    for i, (p, (html, links)) in enumerate(zip(parsed, _rendered(parsed, known, workers)), 1):
+    for i, (p, (html, links)) in enumerate(zip(parsed, _rendered(parsed, workers)), 1):
         if p.slug in taken:
             _import_existing(session, viewer, p, html, links, report)
         else:
@@ -262,8 +252,6 @@ def import_tree(session: Session, viewer: Viewer, root: Path, *,
     if batch:
         flush_new()
     _apply_people(session, parsed, report)
-    # Pages that were here before the import may link to pages it created: re-render them on their next view.
-    pages.refresh_linkers(session, [p.slug for p in parsed], skip_sources=[p.slug for p in parsed])
     session.flush()
     report.tours = tours.apply_tour_specs(session, viewer, tour_specs)
     session.flush()
@@ -317,15 +305,14 @@ def _same(page: Page, state: pages.PageState) -> bool:
     return pages.PageState.of(page) == state
 
 
-def _rendered(parsed: list[ParsedPage], known: frozenset[str], workers: int | None) -> Iterable:
+def _rendered(parsed: list[ParsedPage], workers: int | None) -> Iterable:
     """(html, links) for each page in order, rendered on every core for big imports."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     bodies = [p.state.body for p in parsed]
     if workers > 1 and len(bodies) > 200:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_renderer, initargs=(known,)) as pool:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
             yield from pool.map(_render_one, bodies, chunksize=32)
     else:
-        _init_renderer(known)
         for body in bodies:
             yield _render_one(body)
 

@@ -100,16 +100,28 @@ def test_links_and_backlinks_include_link_fields(db, admin):
         assert pages.wanted_pages(s, admin) == [("summer-institutes", 1)]
 
 
-def test_creating_a_wanted_page_refreshes_the_linking_pages_html(app, db, admin):
+def test_creating_a_wanted_page_turns_its_links_into_plain_links(app, db, admin):
     save(db, admin, "Overview", "See [[Summer institutes]].")
     with db.reading() as s:
         page = s.scalar(select(Page).where(Page.slug == "overview"))
-        assert 'class="wikilink wanted"' in pages.current_html(s, page)
+        assert 'class="wikilink wanted"' in pages.current_html(s, admin, page)
     save(db, admin, "Summer institutes", "Held each summer.")
     with db.reading() as s:
         page = s.scalar(select(Page).where(Page.slug == "overview"))
-        html = pages.current_html(s, page)
+        html = pages.current_html(s, admin, page)
     assert "wanted" not in html and 'href="/wiki/summer-institutes"' in html
+
+
+def test_a_link_to_a_page_the_reader_may_not_read_looks_wanted_to_them_only(app, db, admin):
+    save(db, admin, "Personnel notes", "private", visibility="restricted")
+    save(db, admin, "Overview", "See [[Personnel notes]].")
+    reader = viewer_for(app, "reader")
+    with db.reading() as s:
+        page = s.scalar(select(Page).where(Page.slug == "overview"))
+        assert 'class="wikilink wanted"' in pages.current_html(s, reader, page)
+        assert "wanted" not in pages.current_html(s, admin, page)
+        assert pages.wanted_pages(s, reader) == [("personnel-notes", 1)]
+        assert pages.wanted_pages(s, admin) == []
 
 
 def test_revert_makes_an_old_revision_current_as_a_new_revision(db, admin):
@@ -136,7 +148,7 @@ def test_rename_keeps_old_links_working(db, admin):
         assert moved is not None and moved.slug == "data-teams-in-schools"
         assert [p.slug for p in pages.backlinks(s, admin, moved)] == ["index"]
         index = s.scalar(select(Page).where(Page.slug == "index"))
-        assert "wanted" not in pages.current_html(s, index)
+        assert "wanted" not in pages.current_html(s, admin, index)
         assert pages.wanted_pages(s, admin) == []
 
 

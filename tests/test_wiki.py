@@ -105,7 +105,10 @@ def test_wanted_link_opens_the_create_form(client, auth, make_page):
     auth.login("contributor")
     text = client.get("/wiki/index").get_data(as_text=True)
     href = re.search(r'<a class="wikilink wanted" href="([^"]+)"', text).group(1)
-    form = client.get(html.unescape(href))
+    missing = client.get(html.unescape(href))
+    assert missing.status_code == 404 and "does not exist yet" in missing.get_data(as_text=True)
+    create = re.search(r'href="(/new\?kind=routine[^"]*)"', missing.get_data(as_text=True)).group(1)
+    form = client.get(html.unescape(create))
     assert form.status_code == 200 and 'value="Writing assessment history"' in form.get_data(as_text=True)
 
 

@@ -1,10 +1,17 @@
-"""The web layer: request-scoped database session, who is asking, CSRF, headers and error pages.
+"""The web layer: request-scoped database session, who is asking, CSRF, headers, logs and error pages.
 
 Blueprints are thin: they parse the request, call a domain module with `db_session()` and `current_viewer()`, and
 render. Domain errors (kb.errors) become an HTTP status and a human message here, in one place.
+
+Security that applies to every response lives here too: the standard headers (added by a small WSGI middleware, so
+HTML, JSON, error and static responses all get them), Secure cookies over HTTPS, and a logging filter that keeps
+passwords and tokens out of every log line.
 """
 from __future__ import annotations
 
+import logging
+import os
+import re
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, current_app, g, jsonify, render_template, request
@@ -21,8 +28,6 @@ csrf = CSRFProtect()
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
-BLUEPRINTS = ("auth", "wiki", "api", "admin", "search", "tours", "timeline", "curate")
-
 MAIN_NAV = [
     ("wiki.index", "Pages"),
     ("tours.index", "Tours"),
@@ -32,17 +37,93 @@ MAIN_NAV = [
     ("curate.index", "Curate"),
 ]
 
+# No inline script or style anywhere: templates link files under /static. Images come from this site only (no CDN,
+# and no tracking pixels in page text).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+HSTS = "max-age=31536000"
+
+
+class SecurityMiddleware:
+    """Adds the security headers to every response that leaves the app, whatever produced it, and marks cookies
+    Secure when the request came over HTTPS (directly, or through a proxy trusted with KB_PROXY_FIX)."""
+
+    def __init__(self, wsgi_app, headers: dict[str, str] | None = None):
+        self.wsgi_app = wsgi_app
+        self.headers = dict(headers or SECURITY_HEADERS)
+
+    def __call__(self, environ, start_response):
+        https = environ.get("wsgi.url_scheme") == "https"
+        static = environ.get("PATH_INFO", "").startswith("/static/")
+
+        def start(status, headers, exc_info=None):
+            present = {k.lower() for k, _ in headers}
+            out = []
+            for k, v in headers:
+                if https and k.lower() == "set-cookie" and "; secure" not in v.lower():
+                    v = v + "; Secure"
+                out.append((k, v))
+            out.extend((k, v) for k, v in self.headers.items() if k.lower() not in present)
+            if https and "strict-transport-security" not in present:
+                out.append(("Strict-Transport-Security", HSTS))
+            if not static and "cache-control" not in present:
+                # Pages differ by who is signed in; no shared cache or back button should keep them.
+                out.append(("Cache-Control", "no-store"))
+            return start_response(status, out, exc_info)
+
+        return self.wsgi_app(environ, start)
+
+
+_SECRET_PATTERNS = [
+    (re.compile(r"(/invite/)[^\s?#\"'/]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b((?:[a-z_]*token|password|passwd|secret|api_key|csrf_token)=)[^&\s\"']+"),
+     r"\1[redacted]"),
+    (re.compile(r"\bkb_[A-Za-z0-9_-]{16,}"), "kb_[redacted]"),
+]
+
+
+def redact(text: str) -> str:
+    """The text with anything that looks like a password, token or invitation secret replaced."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps passwords and tokens out of log lines (access logs show paths such as /invite/<secret>)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the logger's problem, not ours
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_REDACT = RedactSecrets()
+LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error", "kb")
+
+
+def _install_log_filter(app: Flask) -> None:
+    for logger in [app.logger, *(logging.getLogger(name) for name in LOGGERS)]:
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 
 
 class Account(UserMixin):
@@ -101,7 +182,7 @@ def error_response(status: int, message: str, details=None):
 
 def is_safe_next(target: str | None) -> bool:
     """Only a path on this site: no scheme, no host, no backslash tricks, also after percent-decoding."""
-    if not target or not isinstance(target, str):
+    if not target or not isinstance(target, str) or len(target) > 2000:
         return False
     for candidate in {target, unquote(target), unquote(unquote(target))}:
         if not candidate.startswith("/") or candidate.startswith("//") or "\\" in candidate:
@@ -114,7 +195,30 @@ def is_safe_next(target: str | None) -> bool:
     return True
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _configure_transport(app: Flask) -> None:
+    """Secure cookies and proxy trust. KB_SECURE_COOKIES=1 marks cookies Secure always; without it they are marked
+    Secure whenever the request came over HTTPS. KB_PROXY_FIX=N trusts N proxies' X-Forwarded-* headers."""
+    if app.config.setdefault("SECURE_COOKIES", _env_flag("KB_SECURE_COOKIES")):
+        app.config["SESSION_COOKIE_SECURE"] = True
+        app.config["REMEMBER_COOKIE_SECURE"] = True
+    app.wsgi_app = SecurityMiddleware(app.wsgi_app)
+    try:
+        proxies = int(app.config.setdefault("PROXY_FIX", int(os.environ.get("KB_PROXY_FIX") or 0)))
+    except ValueError:
+        proxies = 0
+    if proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+
+
 def init_app(app: Flask) -> None:
+    _configure_transport(app)
+    _install_log_filter(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to see this page."
@@ -156,14 +260,6 @@ def init_app(app: Flask) -> None:
                 and current_app.config.get("WTF_CSRF_ENABLED", True)):
             csrf.protect()
 
-    @app.after_request
-    def _headers(response):
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.path.startswith("/api/") or response.mimetype == "text/html":
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
     @app.teardown_request
     def _close_session(_exc):
         session = g.pop("kb_session", None)
@@ -193,23 +289,20 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _template_globals():
-        from kb import kinds
-
         def has_endpoint(name: str) -> bool:
             return name in current_app.view_functions
 
-        nav = [(e, label) for e, label in MAIN_NAV if e in current_app.view_functions]
-        return {"viewer": current_viewer(), "KINDS": kinds.KINDS, "has_endpoint": has_endpoint, "main_nav": nav}
+        return {"viewer": current_viewer(), "has_endpoint": has_endpoint, "main_nav": MAIN_NAV}
 
     import calendar
 
+    from kb import kinds
+
+    # Globals rather than context, so that macros imported without context see them too.
+    app.jinja_env.globals["KINDS"] = kinds.KINDS
     app.jinja_env.filters["month_name"] = lambda m: calendar.month_name[int(m)] if str(m).isdigit() else m
 
-    import importlib
+    from kb.views import admin, api, auth, curate, search, timeline, tours, wiki
 
-    for name in BLUEPRINTS:
-        try:
-            module = importlib.import_module(f"kb.views.{name}")
-        except ModuleNotFoundError:  # TEMPORARY while parts are being written
-            continue
+    for module in (auth, wiki, api, admin, search, tours, timeline, curate):
         app.register_blueprint(module.bp)

@@ -46,7 +46,7 @@ def page_json(page: Page) -> dict:
         "readers": list(page.readers or []) if page.visibility == "restricted" else [],
         "owner": page.owner.name if page.owner else None,
         "body": page.body,
-        "html": pages.current_html(s, page),
+        "html": pages.current_html(s, viewer, page),
         "links": links,
         "backlinks": [p.slug for p in pages.backlinks(s, viewer, page)],
         "url": url_for("wiki.view", slug=page.slug),
@@ -143,5 +143,5 @@ def get_revision(slug: str, number: int):
     page = pages.get_page(s, viewer, slug)
     rev = pages.get_revision(s, page, number)
     data = revision_json(rev, full=True)
-    data["html"] = pages.revision_html(s, rev)
+    data["html"] = pages.revision_html(s, viewer, rev)
     return jsonify(data)

@@ -1,22 +1,37 @@
-"""Turning the page editor's form into a page state, and a page's fields back into form values.
+"""The page editor's form: turning a post into a page state, a page's fields back into form values, and the
+"before you end this initiative" review shown before an initiative is set to ended or replaced.
 
-The controls follow the kind declaration (kb.kinds): one input per field, named `f.<field>`; lists are one entry per
-line; tenures are rows `f.tenures.<i>.<key>`; risk is `f.risk.attrition` and `f.risk.criticality`.
+The controls follow the kind declaration (kb.kinds): one control per field, named `f.<field>`. Lists are one entry
+per line; links are one input per linked page (`f.<field>` repeated); tenures are rows `f.tenures.<i>.<key>`; risk is
+`f.risk.attrition` and `f.risk.criticality`. Repeated rows ("add another") work without JavaScript: the
+`add_row=<field>` button posts the form back and it comes back with one more empty row.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from kb import kinds
+from kb import kinds, pages
+from kb.access import Viewer
 from kb.pages import PageState
 
-TENURE_ROWS_EXTRA = 1
+REPEATED_TYPES = ("tenures", "links")
 
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def _tenure_rows(form: MultiDict, key: str) -> list[dict[str, str]]:
+    """Every tenure row posted, blank ones included, in order."""
+    rows = []
+    i = 0
+    while any(f"{key}.{i}.{k}" in form for k in kinds.TENURE_KEYS):
+        rows.append({k: form.get(f"{key}.{i}.{k}", "").strip() for k in kinds.TENURE_KEYS})
+        i += 1
+    return rows
 
 
 def fields_from_form(kind_name: str, form: MultiDict) -> dict[str, Any]:
@@ -27,7 +42,10 @@ def fields_from_form(kind_name: str, form: MultiDict) -> dict[str, Any]:
         return out
     for f in kind.editable_fields:
         key = f"f.{f.name}"
-        if f.type in ("links", "list"):
+        if f.type == "links":
+            # One input per page; a pasted list (one per line) is accepted too.
+            out[f.name] = [line for value in form.getlist(key) for line in _lines(value)]
+        elif f.type == "list":
             out[f.name] = _lines(form.get(key, ""))
         elif f.type == "months":
             out[f.name] = [m for m in form.getlist(key) if m]
@@ -35,14 +53,7 @@ def fields_from_form(kind_name: str, form: MultiDict) -> dict[str, Any]:
             value = form.get(key, "")
             out[f.name] = None if value == "" else value
         elif f.type == "tenures":
-            rows = []
-            i = 0
-            while f"{key}.{i}.role" in form:
-                row = {k: form.get(f"{key}.{i}.{k}", "").strip() for k in kinds.TENURE_KEYS}
-                if any(row.values()):
-                    rows.append({k: v for k, v in row.items() if v})
-                i += 1
-            out[f.name] = rows
+            out[f.name] = [{k: v for k, v in row.items() if v} for row in _tenure_rows(form, key) if any(row.values())]
         elif f.type == "risk":
             a, c = form.get(f"{key}.attrition", ""), form.get(f"{key}.criticality", "")
             out[f.name] = {"attrition": a, "criticality": c} if (a or c) else None
@@ -56,32 +67,93 @@ def state_from_form(form: MultiDict, kind_name: str) -> PageState:
         title=form.get("title", ""),
         kind=kind_name,
         fields=fields_from_form(kind_name, form),
-        tags=[t for t in form.get("tags", "").replace("\n", ",").split(",") if t.strip()],
+        tags=[t.strip() for t in form.get("tags", "").replace("\n", ",").split(",") if t.strip()],
         visibility=form.get("visibility", "public"),
-        readers=[r for r in form.get("readers", "").replace("\n", ",").split(",") if r.strip()],
+        readers=[r.strip() for r in form.get("readers", "").replace("\n", ",").split(",") if r.strip()],
         sources=_lines(form.get("sources", "")),
         body=form.get("body", ""),
     )
 
 
-def form_values(kind_name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Field values as the form shows them (lists as lines, tenures padded with an empty row)."""
+def blank_rows(kind_name: str, form: MultiDict | None = None, add: str | None = None) -> dict[str, int]:
+    """How many empty rows each repeated field shows: one, or as many as were posted, plus one for `add`."""
+    kind = kinds.KINDS.get(kind_name)
+    out: dict[str, int] = {}
+    if kind is None:
+        return out
+    for f in kind.editable_fields:
+        if f.type not in REPEATED_TYPES:
+            continue
+        key = f"f.{f.name}"
+        posted = 0
+        if form is not None:
+            if f.type == "tenures":
+                posted = sum(1 for row in _tenure_rows(form, key) if not any(row.values()))
+            else:
+                posted = sum(1 for v in form.getlist(key) if not v.strip())
+        out[f.name] = max(posted, 1) + (1 if add == f.name and posted >= 1 else 0)
+    return out
+
+
+def form_values(kind_name: str, fields: dict[str, Any], blanks: dict[str, int] | None = None) -> dict[str, Any]:
+    """Field values as the form shows them: lists as lines, links and tenures as rows with empty rows to fill.
+
+    Works on cleaned fields and on the raw values of a rejected post alike, so the user's input is kept.
+    """
     kind = kinds.KINDS.get(kind_name)
     out: dict[str, Any] = {}
     if kind is None:
         return out
+    blanks = blanks or {}
     for f in kind.editable_fields:
         value = fields.get(f.name)
-        if f.type in ("links", "list"):
-            out[f.name] = "\n".join(str(v) for v in value or [])
+        if f.type == "list":
+            out[f.name] = "\n".join(str(v) for v in value or []) if isinstance(value, list) else str(value or "")
+        elif f.type == "links":
+            rows = [str(v) for v in value] if isinstance(value, list) else _lines(str(value or ""))
+            out[f.name] = rows + [""] * blanks.get(f.name, 1)
         elif f.type == "months":
-            out[f.name] = [str(m) for m in value or []]
+            out[f.name] = [str(m) for m in value] if isinstance(value, list) else []
         elif f.type == "tenures":
-            out[f.name] = list(value or []) + [{}] * TENURE_ROWS_EXTRA
+            rows = [dict(t) for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+            out[f.name] = rows + [{} for _ in range(blanks.get(f.name, 1))]
         elif f.type == "bool":
-            out[f.name] = "" if value is None else ("true" if value in (True, "true") else "false")
+            out[f.name] = "" if value in (None, "") else (
+                "true" if value is True or str(value).lower() in ("true", "yes", "1") else "false")
         elif f.type == "risk":
-            out[f.name] = value if isinstance(value, dict) else {}
+            out[f.name] = {k: str(v) for k, v in value.items()} if isinstance(value, dict) else {}
         else:
-            out[f.name] = "" if value is None else value
+            out[f.name] = "" if value is None else str(value)
     return out
+
+
+def ending_now(page, state: PageState) -> bool:
+    """Is this edit setting an initiative to ended or replaced (from a status that was not)?"""
+    if page is None or state.kind != "initiative":
+        return False
+    new_status = (state.fields or {}).get("status")
+    old_status = (page.fields or {}).get("status") if page.kind == "initiative" else None
+    return new_status in kinds.ENDING_STATUSES and old_status not in kinds.ENDING_STATUSES
+
+
+def before_ending(session: Session, viewer: Viewer, page, state: PageState, tried_before=None) -> dict[str, Any]:
+    """What to look at before ending an initiative: its evidence, lessons, carrying routines and communities,
+    experts and earlier attempts on the same topic. Everything comes from pages the viewer may read."""
+    fields = state.fields or {}
+    linked = pages.backlinks_by_field(session, viewer, page)
+    linking = {p.slug: p for ps in linked.values() for p in ps}
+    lessons = sorted((p for p in linking.values() if p.kind == "lesson"), key=lambda p: p.title.casefold())
+    carried_by = list(fields.get("carried_by") or [])
+    carriers = [p for p in linking.values() if p.kind in ("routine", "community") and p.slug not in carried_by]
+    titles = pages.readable_titles(session, viewer, carried_by)
+    carrier_rows = [(slug, titles.get(slug)) for slug in carried_by]
+    carrier_rows += [(p.slug, p.title) for p in sorted(carriers, key=lambda p: p.title.casefold())]
+    return {
+        "status": fields.get("status"),
+        "ended_reason": fields.get("ended_reason"),
+        "evidence": fields.get("evidence") or "",
+        "lessons": lessons,
+        "carriers": carrier_rows,
+        "experts": list(fields.get("experts") or []),
+        "tried_before": tried_before,
+    }

@@ -7,7 +7,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redi
 from kb import access, kinds, pages, search
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
 from kb.views import current_viewer, db_session
-from kb.views.forms import form_values, state_from_form
+from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
 
@@ -43,20 +43,30 @@ def home():
 
 @bp.route("/wiki")
 def index():
+    """Pages of one kind (or of every kind), filtered by status and tag, by title, a hundred at a time."""
     require_reader()
     viewer = current_viewer()
     kind = request.args.get("kind") or None
     if kind and kind not in kinds.KINDS:
         kind = None
-    status = request.args.get("status") or None
-    tag = request.args.get("tag") or None
+    status = (request.args.get("status") or "").strip() or None
+    tag = (request.args.get("tag") or "").strip() or None
+    try:
+        page_no = max(1, int(request.args.get("page", 1)))
+    except ValueError:
+        page_no = 1
+    per_page = 100
     s = db_session()
-    found = pages.list_pages(s, viewer, kind=kind, tag=tag, status=status)
-    statuses = []
-    if kind and kinds.KINDS[kind].status_field:
-        statuses = list(kinds.KINDS[kind].field(kinds.KINDS[kind].status_field).choices)
-    return render_template("wiki/index.html", pages=found, kind=kind, status=status, tag=tag, statuses=statuses,
-                           tags=pages.all_tags(s, viewer)[:40])
+    found = pages.list_pages(s, viewer, kind=kind, tag=tag, status=status, limit=per_page + 1,
+                             offset=(page_no - 1) * per_page)
+    # The status choices of the chosen kind, or of every kind that has a status, grouped by kind.
+    status_groups = [(k, list(k.field(k.status_field).choices)) for k in kinds.KINDS.values()
+                     if k.status_field and (kind is None or k.name == kind)]
+    args = {k: v for k, v in (("kind", kind), ("status", status), ("tag", tag)) if v}
+    return render_template("wiki/index.html", pages=found[:per_page], kind=kind, status=status, tag=tag,
+                           status_groups=status_groups, statuses=[c for _, cs in status_groups for c in cs],
+                           tags=pages.all_tags(s, viewer)[:60], page_no=page_no, has_next=len(found) > per_page,
+                           args=args)
 
 
 def _load(slug: str):
@@ -79,9 +89,10 @@ def view(slug: str):
     try:
         page = _load(slug)
     except NotFound:
+        guess = slug.replace("-", " ")
         return render_template("wiki/missing.html", slug=slug,
-                               title=request.args.get("title") or slug.replace("-", " ")), 404
-    html = pages.current_html(s, page, cache_store=_store_cache)
+                               title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
+    html = pages.current_html(s, viewer, page, cache_store=_store_cache)
     linked = pages.backlinks_by_field(s, viewer, page)
     link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
     return render_template("wiki/view.html", page=page, html=html, linked=linked, link_titles=link_titles,
@@ -92,16 +103,37 @@ def view(slug: str):
 
 
 def derived_facts(page, linked: dict) -> list[tuple[str, list]]:
-    """Facts worked out from other pages' fields, never typed in: a leader's initiatives and so on."""
+    """Facts worked out from other pages' fields, never typed in: a leader's initiatives and so on.
+
+    `linked` is pages.backlinks_by_field for the page: the readable pages linking here, by the field they link
+    through ("body" for the text), so the facts follow every edit of those pages and respect visibility.
+    """
+    def via(field: str, kind: str) -> list:
+        return [p for p in linked.get(field, []) if p.kind == kind]
+
+    def any_link(*kinds_: str) -> list:
+        found = {p.slug: p for ps in linked.values() for p in ps if p.kind in kinds_}
+        return sorted(found.values(), key=lambda p: p.title.lower())
+
+    fields = page.fields or {}
     facts = []
     if page.kind == "leader":
-        facts.append(("Initiatives started", [p for p in linked.get("sponsors", []) if p.kind == "initiative"]))
+        facts.append(("Initiatives started", via("sponsors", "initiative")))
+        facts.append(("Handovers", sorted({p.slug: p for p in via("outgoing", "handover") + via("incoming", "handover")}
+                                          .values(), key=lambda p: p.title.lower())))
     if page.kind == "community":
-        facts.append(("Routines it owns", [p for p in linked.get("owner", []) if p.kind == "routine"]))
+        facts.append(("Routines it owns", via("owner", "routine")))
+        facts.append(("Initiatives it carries", via("carried_by", "initiative")))
+    if page.kind == "routine":
+        facts.append(("Initiatives it carries", via("carried_by", "initiative")))
+        facts.append(("Named in handovers", via("routines_owned", "handover")))
     if page.kind == "initiative":
-        body_and_fields = {p.slug: p for ps in linked.values() for p in ps}
-        facts.append(("Lessons", [p for p in body_and_fields.values() if p.kind == "lesson"]))
-        facts.append(("Carried on by", [p for p in body_and_fields.values() if p.kind in ("routine", "community")]))
+        facts.append(("Lessons", any_link("lesson")))
+        carried = set(fields.get("carried_by") or [])
+        facts.append(("Carried on by", [p for p in any_link("routine", "community") if p.slug not in carried]))
+        facts.append(("Followed by", [p for p in via("predecessor", "initiative") if p.slug != fields.get("successor")]))
+        facts.append(("Came after", [p for p in via("successor", "initiative") if p.slug != fields.get("predecessor")]))
+        facts.append(("In flight in handovers", via("in_flight", "handover")))
     return [(label, items) for label, items in facts if items]
 
 
@@ -122,7 +154,8 @@ def revision(slug: str, number: int):
     page = _load(slug)
     s = db_session()
     rev = pages.get_revision(s, page, number)
-    return render_template("wiki/revision.html", page=page, rev=rev, html=pages.revision_html(s, rev),
+    html = pages.revision_html(s, current_viewer(), rev)
+    return render_template("wiki/revision.html", page=page, rev=rev, html=html,
                            may_edit=access.can_edit_page(current_viewer(), page))
 
 
@@ -141,13 +174,13 @@ def diff(slug: str):
 
 
 def _editor(kind_name: str, page=None, state=None, errors=None, base_revision=None, comment="", conflict=None,
-            status=200):
+            status=200, blanks=None, focus=None, ending=None):
     kind = kinds.KINDS[kind_name]
     fields = state.fields if state is not None else (page.fields if page else {})
     return render_template(
         "wiki/edit.html", kind=kind, page=page, state=state, errors=errors or {},
-        values=form_values(kind_name, fields or {}), base_revision=base_revision, comment=comment,
-        conflict=conflict), status
+        values=form_values(kind_name, fields or {}, blanks), base_revision=base_revision, comment=comment,
+        conflict=conflict, focus=focus, ending=ending), status
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -184,6 +217,8 @@ def edit(slug: str):
 
 
 def _save(page, kind_name: str):
+    """Save the editor's post, or show the form again: with one more row ("add another"), with the errors next to
+    their fields, or with the "before you end this initiative" review that must be confirmed first."""
     viewer = current_viewer()
     s = db_session()
     state = state_from_form(request.form, kind_name)
@@ -192,6 +227,26 @@ def _save(page, kind_name: str):
         base = int(request.form.get("base_revision") or 0) or None
     except ValueError:
         base = None
+    add_row = request.form.get("add_row")
+    if add_row:
+        return _editor(kind_name, page=page, state=state, base_revision=base, comment=comment,
+                       blanks=blank_rows(kind_name, request.form, add_row), focus=add_row)
+    blanks = blank_rows(kind_name, request.form)
+    if ending_now(page, state) and request.form.get("confirm_end") != "1":
+        try:
+            clean = pages.clean_state(state)
+        except InvalidFields as e:
+            return _editor(kind_name, page=page, state=state, errors=e.errors, base_revision=base, comment=comment,
+                           status=422, blanks=blanks)
+        neighbours = None
+        if hasattr(search, "tried_before") and hasattr(search, "index_for"):
+            try:
+                neighbours = search.tried_before(search.index_for(current_app), viewer, clean.title, exclude=page.slug)
+            except Exception:  # the review is still useful without its search part
+                current_app.logger.warning("tried-before lookup failed for %s", page.slug, exc_info=True)
+        ending = before_ending(s, viewer, page, clean, neighbours)
+        return _editor(kind_name, page=page, state=state, base_revision=base, comment=comment, blanks=blanks,
+                       ending=ending)
     try:
         saved, created = pages.save_page(s, viewer, page.slug if page else None, state, base, comment)
         s.commit()
@@ -199,15 +254,15 @@ def _save(page, kind_name: str):
         s.rollback()
         current = pages.get_page(s, viewer, page.slug if page else pages.slugify(state.title))
         return _editor(kind_name, page=current, state=state, base_revision=current.revision, comment=comment,
-                       conflict=e, status=409)
+                       conflict=e, status=409, blanks=blanks)
     except InvalidFields as e:
         s.rollback()
         return _editor(kind_name, page=page, state=state, errors=e.errors, base_revision=base, comment=comment,
-                       status=422)
+                       status=422, blanks=blanks)
     except KBError as e:
         s.rollback()
         return _editor(kind_name, page=page, state=state, errors={"_": e.message}, base_revision=base,
-                       comment=comment, status=e.status)
+                       comment=comment, status=e.status, blanks=blanks)
     kick_index()
     flash("Page created." if created else "Saved.")
     return redirect(url_for("wiki.view", slug=saved.slug))
@@ -222,7 +277,7 @@ def preview():
     body = request.form.get("body")
     if body is None and request.is_json:
         body = (request.get_json(silent=True) or {}).get("body", "")
-    html, _ = pages.render_body(db_session(), body or "")
+    html, _ = pages.render_body(db_session(), current_viewer(), body or "")
     return jsonify({"html": html})
 
 
@@ -293,3 +348,18 @@ def restore(page_id: int):
     kick_index()
     flash(f"“{page.title}” is restored.")
     return redirect(url_for("wiki.view", slug=page.slug))
+
+
+@bp.route("/healthz")
+def healthz():
+    """For monitoring: the database answers and the search index is present. Says nothing about content."""
+    from sqlalchemy import text
+
+    try:
+        db_session().execute(text("SELECT 1"))
+        db_ok = True
+    except Exception:
+        db_ok = False
+    index_ok = search.index_for(current_app).exists()
+    status = 200 if db_ok else 503
+    return jsonify({"status": "ok" if db_ok else "error", "database": db_ok, "search_index": index_ok}), status

@@ -37,8 +37,40 @@
     if (area.value.trim()) update();
   });
 
+  // "Add another" for repeated rows (links, tenures): without JavaScript the button posts the form back and the
+  // server adds a row; with it, the last row is copied here, emptied and renumbered, and focus moves into it.
+  document.querySelectorAll("button[data-add-row]").forEach(function (button) {
+    button.addEventListener("click", function (event) {
+      var group = button.closest("[data-repeat]");
+      var rows = group ? group.querySelectorAll(".repeat__row") : [];
+      if (!rows.length) return;
+      event.preventDefault();
+      var last = rows[rows.length - 1];
+      var copy = last.cloneNode(true);
+      var index = rows.length;
+      copy.querySelectorAll("input, select, textarea").forEach(function (control) {
+        control.removeAttribute("id");
+        control.removeAttribute("autofocus");
+        if (control.tagName === "SELECT") control.selectedIndex = 0;
+        else control.value = "";
+        var name = control.getAttribute("name") || "";
+        // Tenure rows are numbered: f.tenures.<i>.<key>
+        control.setAttribute("name", name.replace(/^(f\.[a-z_]+)\.\d+\./, "$1." + index + "."));
+        var label = control.getAttribute("aria-label");
+        if (label) control.setAttribute("aria-label", label.replace(/\d+$/, String(index + 1)));
+      });
+      var legend = copy.querySelector("legend");
+      if (legend) legend.textContent = legend.textContent.replace(/\d+$/, String(index + 1));
+      last.parentNode.insertBefore(copy, last.nextSibling);
+      copy.querySelectorAll("[data-page-autocomplete]").forEach(watchTitles);
+      var first = copy.querySelector("input, select, textarea");
+      if (first) first.focus();
+    });
+  });
+
   // Link fields: suggest page titles from /api/suggest into the shared datalist; the value stays a page address.
   var list = document.getElementById("page-titles");
+  var watchTitles = function () {};
   if (list) {
     var fill = debounce(function (input) {
       var text = input.value.split("\n").pop().trim();
@@ -56,8 +88,9 @@
           });
         }).catch(function () {});
     }, 150);
-    document.querySelectorAll("[data-page-autocomplete]").forEach(function (input) {
+    watchTitles = function (input) {
       input.addEventListener("input", function () { fill(input); });
-    });
+    };
+    document.querySelectorAll("[data-page-autocomplete]").forEach(watchTitles);
   }
 })();

@@ -1,0 +1,597 @@
+"""The reform timeline and the routine calendar: what turnover did to reform, in one picture.
+
+`build_timeline` gathers the data: leaders' tenures in one lane per role, initiatives as bars coloured by status
+(with an end marker saying why they ended), partnerships in their own lane. Items still running are drawn to today.
+Only pages the viewer may read are used (through kb.access). `render_svg` draws it on the server as SVG; every text
+in it comes from users and is escaped by ElementTree. `routine_calendar` lays routines out by month, flagging those
+only one person can run. No Flask here: views pass in how to link to a page.
+"""
+from __future__ import annotations
+
+import calendar
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kb import access, kinds, pages
+from kb.access import Viewer
+from kb.errors import InvalidFields
+from kb.models import Page, PageTag
+from kb.slugs import slugify
+
+TIMELINE_KINDS = ("leader", "initiative", "partnership")
+# Statuses that say an item is still going: with no end date it runs to today. An item whose status is not recorded
+# is not assumed to be running; its bar covers its start date only, marked "end not recorded".
+RUNNING_STATUSES = {"initiative": ("proposed", "piloting", "active", "sustained"), "partnership": ("proposed", "active")}
+MAX_PAGES = 5000  # a district has hundreds of these; this only guards the drawing against absurd input
+
+# Fill colours: initiatives by status, tenures by how the leader was hired, partnerships by whether they ended.
+STATUS_COLOURS = {
+    "proposed": "#a9bfd3",
+    "piloting": "#4f8fc7",
+    "active": "#2e7d4f",
+    "sustained": "#17522f",
+    "ended": "#b3261e",
+    "replaced": "#6a3d9a",
+    None: "#6b7785",
+}
+TENURE_COLOURS = {"internal": "#1f5f8b", "external": "#c25e00", None: "#51657a"}
+PARTNERSHIP_COLOURS = {"ended": "#6f9f98", None: "#00796b"}
+LIGHT_FILLS = {"#a9bfd3", "#6f9f98"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dates as positions on the year axis
+
+def year_position(value: str | None, end: bool = False) -> float | None:
+    """A date as a fractional year. A start counts from the beginning of its period, an end to its close:
+    "2002" starts at 2002.0 and, as an end, closes at 2003.0."""
+    if not value:
+        return None
+    m = kinds.DATE_RE.match(str(value))
+    if not m:
+        return None
+    year, month, day = int(m.group(1)), m.group(2), m.group(3)
+    if month is None:
+        return year + (1.0 if end else 0.0)
+    month_i = int(month)
+    if day is None:
+        return year + (month_i - (0 if end else 1)) / 12
+    return _day_position(date(year, month_i, int(day)), end)
+
+
+def _day_position(d: date, end: bool = False) -> float:
+    days = 366 if calendar.isleap(d.year) else 365
+    return d.year + (d.timetuple().tm_yday - (0 if end else 1)) / days
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data
+
+@dataclass
+class Bar:
+    """One bar on the timeline: a tenure, an initiative or a partnership."""
+
+    slug: str
+    title: str
+    kind: str
+    start: str
+    end: str | None
+    x0: float
+    x1: float
+    open_ended: bool = False  # still running: drawn to today
+    end_unknown: bool = False  # it ended, but nobody recorded when
+    status: str | None = None
+    ended_reason: str | None = None
+    role: str | None = None
+    hired: str | None = None
+    left_because: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.kind == "initiative" and self.status in kinds.ENDING_STATUSES
+
+    @property
+    def period(self) -> str:
+        if self.open_ended:
+            to = "today"
+        elif self.end_unknown:
+            to = "end not recorded"
+        else:
+            to = self.end or ""
+        return f"{self.start}–{to}"
+
+    @property
+    def detail(self) -> str:
+        """One line saying everything the bar shows, for hover, keyboard focus and screen readers."""
+        parts = [self.title]
+        if self.kind == "leader":
+            parts.append(f"{self.role}, {self.period}")
+            if self.hired:
+                parts.append("Hired from inside the district" if self.hired == "internal" else "Hired from outside")
+            if self.left_because:
+                parts.append(f"Left because: {self.left_because}")
+        else:
+            label = "Initiative" if self.kind == "initiative" else "Partnership"
+            parts.append(f"{label}, {self.period}")
+            if self.status:
+                parts.append(f"Status: {self.status}")
+            if self.ended:
+                parts.append(f"Ended because: {_words(self.ended_reason) or 'reason not recorded'}")
+        if self.open_ended:
+            parts.append("Still in the role" if self.kind == "leader" else "Still running")
+        return ". ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"slug": self.slug, "title": self.title, "kind": self.kind, "from": self.start,
+                                "to": self.end, "open_ended": self.open_ended, "end_unknown": self.end_unknown,
+                                "x0": round(self.x0, 4), "x1": round(self.x1, 4)}
+        if self.kind == "leader":
+            data.update({"role": self.role, "hired": self.hired, "left_because": self.left_because})
+        else:
+            data["status"] = self.status
+        if self.kind == "initiative":
+            data["ended_reason"] = self.ended_reason
+        return data
+
+
+@dataclass
+class Lane:
+    """A horizontal band: one role's tenures, the initiatives, or the partnerships."""
+
+    key: str
+    label: str
+    kind: str  # "role", "initiative" or "partnership"
+    bars: list[Bar] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "kind": self.kind, "bars": [b.as_json() for b in self.bars]}
+
+
+@dataclass
+class Undated:
+    """A page that belongs on the timeline but has no start date yet."""
+
+    slug: str
+    title: str
+    kind: str
+    missing: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"slug": self.slug, "title": self.title, "kind": self.kind, "missing": self.missing}
+
+
+@dataclass
+class Timeline:
+    today: date
+    lanes: list[Lane] = field(default_factory=list)
+    undated: list[Undated] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)  # every role on record, for the filter
+    role: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+
+    @property
+    def bars(self) -> list[Bar]:
+        return [b for lane in self.lanes for b in lane.bars]
+
+    @property
+    def first_year(self) -> int:
+        bars = self.bars
+        return math.floor(min(b.x0 for b in bars)) if bars else self.today.year
+
+    @property
+    def last_year(self) -> int:
+        """The year the picture ends (exclusive): the end of the last bar, rounded up."""
+        bars = self.bars
+        return max(math.ceil(max(b.x1 for b in bars)), self.first_year + 1) if bars else self.today.year + 1
+
+    def counts(self) -> dict[str, int]:
+        out = {"leader": 0, "initiative": 0, "partnership": 0}
+        for b in self.bars:
+            out[b.kind] += 1
+        return out
+
+    def as_json(self, url_for_page: Callable[[str], str] | None = None) -> dict[str, Any]:
+        lanes = [lane.as_json() for lane in self.lanes]
+        undated = [u.as_json() for u in self.undated]
+        if url_for_page is not None:
+            for item in [b for lane in lanes for b in lane["bars"]] + undated:
+                item["url"] = url_for_page(item["slug"])
+        return {"today": self.today.isoformat(), "from": self.first_year, "to": self.last_year,
+                "filters": {"role": self.role, "kind": self.kind, "tag": self.tag},
+                "roles": self.roles, "lanes": lanes, "undated": undated}
+
+
+def _words(choice: str | None) -> str:
+    """A choice value as words: "assumed-failed" reads "assumed failed"."""
+    return (choice or "").replace("-", " ")
+
+
+def _text(value: Any) -> str | None:
+    return str(value).strip() if value not in (None, "") else None
+
+
+def _role_key(role: str) -> str:
+    return " ".join(role.split()).casefold()
+
+
+def build_timeline(session: Session, viewer: Viewer, role: str | None = None, kind: str | None = None,
+                   tag: str | None = None, today: date | None = None) -> Timeline:
+    """The timeline of the pages this viewer may read, filtered by role (tenures), kind and tag."""
+    today = today or date.today()
+    role = _text(role)
+    kind = _text(kind)
+    tag = slugify(tag) if _text(tag) else None
+    if kind and kind not in TIMELINE_KINDS:
+        raise InvalidFields({"kind": f"the timeline shows {', '.join(TIMELINE_KINDS)}; {kind!r} is not one of them"})
+    q = access.readable_pages(viewer).where(Page.kind.in_([kind] if kind else TIMELINE_KINDS))
+    if tag:
+        q = q.where(Page.id.in_(select(PageTag.page_id).where(PageTag.tag == tag)))
+    found = access.filter_readable(viewer, session.scalars(q.order_by(Page.id).limit(MAX_PAGES)))
+    tl = Timeline(today=today, role=role, kind=kind, tag=tag)
+    now = _day_position(today, end=True)
+    role_lanes: dict[str, Lane] = {}
+    all_roles: dict[str, str] = {}
+    initiatives = Lane("initiatives", "Initiatives", "initiative")
+    partnerships = Lane("partnerships", "Partnerships", "partnership")
+
+    for page in found:
+        fields = page.fields or {}
+        if page.kind == "leader":
+            dated = False
+            for tenure in fields.get("tenures") or []:
+                name = _text(tenure.get("role"))
+                if not name:
+                    continue
+                key = _role_key(name)
+                all_roles.setdefault(key, name)
+                if role and key != _role_key(role):
+                    continue
+                bar = _span(page, tenure.get("from"), tenure.get("to"), not tenure.get("to"), now)
+                if bar is None:
+                    continue
+                dated = True
+                bar.role, bar.hired, bar.left_because = name, tenure.get("hired"), _text(tenure.get("left_because"))
+                lane = role_lanes.setdefault(key, Lane(f"role:{slugify(name) or key}", name, "role"))
+                lane.bars.append(bar)
+            if not dated and not role:
+                tl.undated.append(Undated(page.slug, page.title, page.kind, "no dates on its tenures"))
+        else:
+            status = fields.get("status")
+            running = status in RUNNING_STATUSES[page.kind] and not fields.get("ended")
+            bar = _span(page, fields.get("started"), fields.get("ended"), running, now)
+            if bar is None:
+                tl.undated.append(Undated(page.slug, page.title, page.kind, "no start date"))
+                continue
+            bar.status = status
+            if page.kind == "initiative":
+                bar.ended_reason = fields.get("ended_reason")
+                initiatives.bars.append(bar)
+            else:
+                partnerships.bars.append(bar)
+
+    lanes = sorted(role_lanes.values(), key=lambda lane: (min(b.x0 for b in lane.bars), lane.label.casefold()))
+    lanes += [lane for lane in (initiatives, partnerships) if lane.bars]
+    for lane in lanes:
+        lane.bars.sort(key=lambda b: (b.x0, b.x1, b.title.casefold()))
+    tl.lanes = lanes
+    tl.roles = sorted(all_roles.values(), key=str.casefold)
+    tl.undated.sort(key=lambda u: (u.kind, u.title.casefold()))
+    return tl
+
+
+def _span(page: Page, start: Any, end: Any, open_ended: bool, now: float) -> Bar | None:
+    """A bar from start to end; an open-ended one runs to today, an ended one without an end date is one period."""
+    x0 = year_position(_text(start))
+    if x0 is None:
+        return None
+    x1 = year_position(_text(end), end=True)
+    end_unknown = False
+    if x1 is None:
+        if open_ended:
+            x1 = max(now, x0)
+        else:
+            end_unknown = True
+            x1 = year_position(_text(start), end=True) or x0 + 1
+    if x1 <= x0:
+        x1 = x0 + 1 / 12
+    return Bar(page.slug, page.title, page.kind, str(start), _text(end), x0, x1,
+               open_ended=open_ended and not _text(end), end_unknown=end_unknown)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The picture
+
+SVG_NS = "http://www.w3.org/2000/svg"
+WIDTH = 1000
+PAD_X = 14
+AXIS_H = 42
+LANE_HEAD_H = 24
+ROW_H = 26
+BAR_H = 17
+CHAR_W = 6.6  # average width of a 12px sans-serif character, to keep labels from running into each other
+LABEL_MAX = 60
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Noto Sans', Arial, sans-serif"
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text: Any) -> str:
+    """Text safe to put in XML: ElementTree escapes markup, but characters XML forbids must go."""
+    return _XML_BAD.sub("", str(text))
+
+
+def _short(text: str, limit: int = LABEL_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _tick_step(span: int) -> int:
+    for step in (1, 2, 5, 10, 20, 25, 50, 100):
+        if span / step <= 16:
+            return step
+    return 100
+
+
+def _fill(bar: Bar) -> str:
+    if bar.kind == "leader":
+        return TENURE_COLOURS.get(bar.hired, TENURE_COLOURS[None])
+    if bar.kind == "partnership":
+        return PARTNERSHIP_COLOURS.get(bar.status, PARTNERSHIP_COLOURS[None])
+    return STATUS_COLOURS.get(bar.status, STATUS_COLOURS[None])
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_").replace("_", "-"): _clean(v) for k, v in attrs.items()})
+    if text is not None:
+        el.text = _clean(text)
+    return el
+
+
+def _end_note(bar: Bar) -> str:
+    if bar.ended:
+        return f"{bar.status}: {_words(bar.ended_reason) or 'reason not recorded'}"
+    if bar.end_unknown:
+        return "end not recorded"
+    return ""
+
+
+def _pack(bars: list[Bar], scale: Callable[[float], float]) -> list[list[tuple[Bar, bool]]]:
+    """Bars placed on rows so that no bar or label overlaps another; (bar, label inside the bar) per row."""
+    rows: list[list[tuple[Bar, bool]]] = []
+    ends: list[float] = []
+    for bar in bars:
+        x0, x1 = scale(bar.x0), scale(bar.x1)
+        label_w = len(_short(bar.title)) * CHAR_W + 10
+        note = _end_note(bar)
+        note_w = (len(note) * CHAR_W * 0.92 + 16) if note else 0
+        inside = label_w <= (x1 - x0)
+        right = x1 + note_w + (0 if inside else label_w + 4)
+        for i, end in enumerate(ends):
+            if x0 >= end + 6:
+                rows[i].append((bar, inside))
+                ends[i] = right
+                break
+        else:
+            rows.append([(bar, inside)])
+            ends.append(right)
+    return rows
+
+
+def render_svg(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -> str:
+    """The timeline as an SVG document (a string), ready to inline in HTML or serve as image/svg+xml."""
+    url_for_page = url_for_page or (lambda slug: f"/wiki/{slug}")
+    first, last = tl.first_year, tl.last_year
+    if last - first < 5:
+        last = first + 5
+    plot_w = WIDTH - 2 * PAD_X
+    span = last - first
+
+    def scale(x: float) -> float:
+        return PAD_X + (x - first) / span * plot_w
+
+    packed = [(lane, _pack(lane.bars, scale)) for lane in tl.lanes]
+    body_h = sum(LANE_HEAD_H + len(rows) * ROW_H + 8 for _, rows in packed) or 40
+    height = AXIS_H + body_h + AXIS_H - 8
+    counts = tl.counts()
+
+    svg = ET.Element("svg", {"xmlns": SVG_NS, "viewBox": f"0 0 {WIDTH} {height:.0f}", "width": str(WIDTH),
+                             "height": f"{height:.0f}", "class": "timeline-svg", "font-family": FONT,
+                             "font-size": "12", "role": "group", "aria-labelledby": "timeline-svg-title"})
+    _sub(svg, "title", f"Reform timeline {first}–{last - 1}: {counts['leader']} tenures, "
+                       f"{counts['initiative']} initiatives, {counts['partnership']} partnerships",
+         id="timeline-svg-title")
+    _sub(svg, "rect", x=0, y=0, width=WIDTH, height=f"{height:.0f}", fill="#ffffff", class_="timeline-bg")
+
+    # Year grid and axis labels, top and bottom.
+    grid = _sub(svg, "g", class_="timeline-grid", aria_hidden="true")
+    step = _tick_step(span)
+    bottom = AXIS_H + body_h
+    for year in range(first - first % step if first % step else first, last + 1, step):
+        if year < first:
+            continue
+        x = scale(year)
+        _sub(grid, "line", x1=f"{x:.1f}", x2=f"{x:.1f}", y1=AXIS_H - 6, y2=f"{bottom:.0f}", stroke="#d9dee5",
+             stroke_width=1)
+        for y in (AXIS_H - 10, bottom + 16):
+            anchor = "start" if year == first else ("end" if year == last else "middle")
+            _sub(grid, "text", str(year), x=f"{x:.1f}", y=f"{y:.0f}", text_anchor=anchor, fill="#5b6877",
+                 class_="timeline-year")
+
+    y = AXIS_H
+    for lane, rows in packed:
+        group = _sub(svg, "g", class_=f"timeline-lane timeline-lane--{lane.kind}")
+        lane_h = LANE_HEAD_H + len(rows) * ROW_H
+        _sub(group, "rect", x=0, y=f"{y:.0f}", width=WIDTH, height=f"{lane_h + 4:.0f}",
+             fill="#f4f6f9" if lane.kind == "role" else "#fbfbfc", class_="timeline-lane-bg")
+        heading = lane.label if lane.kind != "role" else f"Role: {lane.label}"
+        _sub(group, "text", _short(heading, 120), x=PAD_X, y=f"{y + 16:.0f}", font_weight="700",
+             fill="#1d2733", class_="timeline-lane-label")
+        for r, row in enumerate(rows):
+            top = y + LANE_HEAD_H + r * ROW_H
+            for bar, inside in row:
+                _draw_bar(group, bar, inside, scale, top, url_for_page)
+        y += lane_h + 8
+
+    if not tl.lanes:
+        _sub(svg, "text", "Nothing to draw: no dated tenures, initiatives or partnerships match.",
+             x=WIDTH / 2, y=AXIS_H + 24, text_anchor="middle", fill="#5b6877")
+
+    # Today, over everything.
+    now = _day_position(tl.today)
+    if first <= now <= last:
+        x = scale(now)
+        mark = _sub(svg, "g", class_="timeline-today")
+        _sub(mark, "line", x1=f"{x:.1f}", x2=f"{x:.1f}", y1=15, y2=f"{bottom:.0f}", stroke="#b3261e",
+             stroke_width=1.5, stroke_dasharray="4 3")
+        _sub(mark, "text", "today", x=f"{x:.1f}", y=12, text_anchor="end" if x > WIDTH - 40 else "middle",
+             fill="#b3261e",
+             font_size="11", font_weight="700")
+    return ET.tostring(svg, encoding="unicode")
+
+
+def _draw_bar(parent: ET.Element, bar: Bar, inside: bool, scale: Callable[[float], float], top: float,
+              url_for_page: Callable[[str], str]) -> None:
+    x0, x1 = scale(bar.x0), scale(bar.x1)
+    w = max(x1 - x0, 3)
+    y = top + (ROW_H - BAR_H) / 2
+    fill = _fill(bar)
+    classes = [f"timeline-bar timeline-bar--{bar.kind}"]
+    if bar.status:
+        classes.append(f"timeline-bar--{bar.status}")
+    if bar.open_ended:
+        classes.append("timeline-bar--open")
+    link = _sub(parent, "a", href=url_for_page(bar.slug), class_=" ".join(classes), aria_label=bar.detail,
+                data_detail=bar.detail, data_slug=bar.slug)
+    _sub(link, "title", bar.detail)
+    rect = _sub(link, "rect", x=f"{x0:.1f}", y=f"{y:.1f}", width=f"{w:.1f}", height=BAR_H, rx=3, fill=fill,
+                class_="timeline-bar__shape")
+    if bar.end_unknown:
+        rect.set("stroke", "#1d2733")
+        rect.set("stroke-dasharray", "3 2")
+    if bar.open_ended:
+        # An arrow head: it is still running.
+        _sub(link, "path", d=f"M{x1:.1f} {y - 2:.1f} L{x1 + 7:.1f} {y + BAR_H / 2:.1f} L{x1:.1f} {y + BAR_H + 2:.1f} Z",
+             fill=fill, class_="timeline-bar__open")
+    label = _short(bar.title)
+    text_x = x0 + 5 if inside else x1 + (10 if bar.open_ended else 5)
+    note = _end_note(bar)
+    if note and not inside:
+        text_x = x1 + 10
+    if bar.ended:
+        # The end marker: a diamond at the end, with why it ended.
+        cy = y + BAR_H / 2
+        _sub(link, "path", d=f"M{x1:.1f} {cy - 7:.1f} L{x1 + 6:.1f} {cy:.1f} L{x1:.1f} {cy + 7:.1f} "
+                             f"L{x1 - 6:.1f} {cy:.1f} Z", fill="#1d2733", stroke="#ffffff", stroke_width=1,
+             class_="timeline-end-marker")
+    light = fill in LIGHT_FILLS
+    if inside:
+        _sub(link, "text", label, x=f"{text_x:.1f}", y=f"{y + BAR_H - 5:.1f}",
+             fill="#1d2733" if light else "#ffffff", class_="timeline-bar__label")
+        if note:
+            _sub(link, "text", note, x=f"{x1 + 10:.1f}", y=f"{y + BAR_H - 5:.1f}", fill="#1d2733",
+                 font_size="11", font_style="italic", class_="timeline-end-label")
+    else:
+        label_el = _sub(link, "text", label, x=f"{text_x:.1f}", y=f"{y + BAR_H - 5:.1f}", fill="#1d2733",
+                        class_="timeline-bar__label timeline-bar__label--outside")
+        if note:
+            tspan = ET.SubElement(label_el, "tspan", {"font-size": "11", "font-style": "italic",
+                                                      "class": "timeline-end-label"})
+            tspan.text = _clean(f"  {note}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The routine calendar
+
+@dataclass
+class CalendarRoutine:
+    slug: str
+    title: str
+    months: list[int]
+    cadence: str | None
+    owner: str | None
+    people_who_can_run_it: int | None
+    last_performed: str | None
+
+    @property
+    def at_risk(self) -> bool:
+        """Only one person (or nobody) can run it: the bus factor is 1."""
+        return self.people_who_can_run_it is not None and self.people_who_can_run_it <= 1
+
+    def as_json(self, owner_titles: dict[str, str]) -> dict[str, Any]:
+        return {"slug": self.slug, "title": self.title, "months": self.months, "cadence": self.cadence,
+                "owner": self.owner, "owner_title": owner_titles.get(self.owner or ""),
+                "people_who_can_run_it": self.people_who_can_run_it, "at_risk": self.at_risk,
+                "last_performed": self.last_performed}
+
+
+@dataclass
+class RoutineCalendar:
+    months: dict[int, list[CalendarRoutine]]
+    unscheduled: list[CalendarRoutine]
+    owner_titles: dict[str, str]  # owner slug -> title, for owners the viewer may read
+    tag: str | None = None
+    owner: str | None = None
+
+    @property
+    def routines(self) -> list[CalendarRoutine]:
+        seen: dict[str, CalendarRoutine] = {}
+        for items in list(self.months.values()) + [self.unscheduled]:
+            for r in items:
+                seen.setdefault(r.slug, r)
+        return sorted(seen.values(), key=lambda r: r.title.casefold())
+
+    @property
+    def at_risk(self) -> list[CalendarRoutine]:
+        return [r for r in self.routines if r.at_risk]
+
+    def as_json(self, url_for_page: Callable[[str], str] | None = None) -> dict[str, Any]:
+        def item(r: CalendarRoutine) -> dict[str, Any]:
+            data = r.as_json(self.owner_titles)
+            if url_for_page is not None:
+                data["url"] = url_for_page(r.slug)
+            return data
+
+        return {"filters": {"tag": self.tag, "owner": self.owner},
+                "months": {str(m): [item(r) for r in rs] for m, rs in self.months.items()},
+                "unscheduled": [item(r) for r in self.unscheduled],
+                "at_risk": [item(r) for r in self.at_risk]}
+
+
+def routine_calendar(session: Session, viewer: Viewer, tag: str | None = None,
+                     owner: str | None = None) -> RoutineCalendar:
+    """Readable routines by the months they happen in (from `months`), with their owners."""
+    tag = slugify(tag) if _text(tag) else None
+    owner = slugify(owner) if _text(owner) else None
+    q = access.readable_pages(viewer).where(Page.kind == "routine")
+    if tag:
+        q = q.where(Page.id.in_(select(PageTag.page_id).where(PageTag.tag == tag)))
+    routines = access.filter_readable(viewer, session.scalars(q.order_by(Page.id).limit(MAX_PAGES)))
+    months: dict[int, list[CalendarRoutine]] = {m: [] for m in range(1, 13)}
+    unscheduled: list[CalendarRoutine] = []
+    owners: set[str] = set()
+    for page in routines:
+        fields = page.fields or {}
+        if owner and fields.get("owner") != owner:
+            continue
+        people = fields.get("people_who_can_run_it")
+        entry = CalendarRoutine(page.slug, page.title, sorted(int(m) for m in fields.get("months") or []),
+                                _text(fields.get("cadence")), fields.get("owner"),
+                                people if isinstance(people, int) and not isinstance(people, bool) else None,
+                                _text(fields.get("last_performed")))
+        if entry.owner:
+            owners.add(entry.owner)
+        if entry.months:
+            for m in entry.months:
+                if 1 <= m <= 12:
+                    months[m].append(entry)
+        else:
+            unscheduled.append(entry)
+    for items in list(months.values()) + [unscheduled]:
+        items.sort(key=lambda r: (not r.at_risk, r.title.casefold()))
+    return RoutineCalendar(months, unscheduled, pages.readable_titles(session, viewer, owners), tag, owner)

@@ -1,0 +1,79 @@
+"""The production server: `kb init` then `kb serve` with two worker processes, spoken to over real HTTP."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kb.bench import free_port, wait_for
+
+KB = str(Path(sys.executable).parent / "kb")
+ADMIN_PASSWORD = "served-admin-password"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data = tmp_path_factory.mktemp("served")
+    env = dict(os.environ, KB_DATA_DIR=str(data), KB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    init = subprocess.run([KB, "init"], env=env, capture_output=True, text=True, timeout=300)
+    assert init.returncode == 0, init.stderr
+    assert "Imported the bundled knowledge base" in init.stdout
+    again = subprocess.run([KB, "init"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "Imported" not in again.stdout  # idempotent: nothing imported twice
+    port = free_port()
+    proc = subprocess.Popen([KB, "serve", "--port", str(port), "--workers", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(port, "/healthz")
+        yield port, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def request(port, method, path, body=None, cookie=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, dict(r.getheaders()), r.read().decode("utf-8")
+
+
+def sign_in(port, name, password):
+    status, headers, page = request(port, "GET", "/login")
+    assert status == 200 and "Set-Cookie" in headers, "the sign-in form must start a session"
+    cookie = headers["Set-Cookie"].split(";")[0]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    status, headers, _ = request(port, "POST", "/login", f"csrf_token={token}&name={name}&password={password}", cookie)
+    assert status == 302, status
+    return headers["Set-Cookie"].split(";")[0]
+
+
+def test_health_and_bundled_content_are_served(served):
+    port, _ = served
+    status, _, body = request(port, "GET", "/healthz")
+    assert status == 200 and json.loads(body)["database"] is True
+    cookie = sign_in(port, "admin", ADMIN_PASSWORD)
+    status, _, page = request(port, "GET", "/wiki/writing-assessment-case", cookie=cookie)
+    assert status == 200 and "amalgam" in page
+
+
+def test_requests_in_the_workers_do_not_share_who_is_signed_in(served):
+    port, env = served
+    subprocess.run([KB, "user", "add", "second", "--role", "reader"], env=env, input="second-user-password\n",
+                   text=True, check=True, capture_output=True)
+    admin = sign_in(port, "admin", ADMIN_PASSWORD)
+    reader = sign_in(port, "second", "second-user-password")
+    for _ in range(6):  # several requests, so both workers answer both users
+        assert "+ New page" in request(port, "GET", "/", cookie=admin)[2]
+        assert "+ New page" not in request(port, "GET", "/", cookie=reader)[2]
+        status, headers, _ = request(port, "GET", "/")
+        assert status == 302 and "/login" in headers["Location"]
