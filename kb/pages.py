@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from kb import access, kinds
 from kb.access import Viewer
@@ -112,9 +112,10 @@ def visible_targets(session: Session, viewer: Viewer, slugs: Iterable[str]) -> s
     if not slugs:
         return set()
     found = set(readable_titles(session, viewer, slugs))
-    rows = session.execute(select(SlugRedirect.old_slug, Page).join(Page, Page.id == SlugRedirect.page_id)
+    rows = session.execute(select(SlugRedirect.old_slug, Page.visibility, Page.readers)
+                           .join(Page, Page.id == SlugRedirect.page_id)
                            .where(SlugRedirect.old_slug.in_(slugs), access.page_clause(viewer))).all()
-    return found | {old for old, page in rows if access.can_read_page(viewer, page)}
+    return found | {old for old, visibility, readers in rows if access.can_read(viewer, visibility, readers)}
 
 
 def for_reader(session: Session, viewer: Viewer, html: str, body: str) -> str:
@@ -434,6 +435,7 @@ def backlinks_by_field(session: Session, viewer: Viewer, page: Page) -> dict[str
     rows = session.execute(
         select(Link.via, Page).join(Page, Page.id == Link.source_id)
         .where(Link.target_slug.in_(names), access.page_clause(viewer)).order_by(Page.title)
+        .options(defer(Page.body), defer(Page.sources))  # lists show titles and fields, never the text
     ).all()
     out: dict[str, list[Page]] = {}
     for via, p in rows:
@@ -500,5 +502,6 @@ def readable_titles(session: Session, viewer: Viewer, slugs: Iterable[str]) -> d
     slugs = list(set(slugs))
     if not slugs:
         return {}
-    found = access.filter_readable(viewer, session.scalars(access.readable_pages(viewer).where(Page.slug.in_(slugs))))
-    return {p.slug: p.title for p in found}
+    rows = session.execute(select(Page.slug, Page.title, Page.visibility, Page.readers)
+                           .where(Page.slug.in_(slugs), access.page_clause(viewer))).all()
+    return {slug: title for slug, title, visibility, readers in rows if access.can_read(viewer, visibility, readers)}

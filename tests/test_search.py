@@ -1,0 +1,483 @@
+"""Search: ranking, stemming, facets and filters, "did you mean", privacy, the index queue, repair, odd queries."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from kb import create_app, search
+from kb.access import Viewer
+from kb.db import Database
+from kb.models import IndexQueueEntry, Page
+from conftest import viewer_for
+
+READER = Viewer(user_id=900, name="someone", role="reader")
+
+
+# --- Domain-level helpers: a database on tmp_path with Page rows inserted directly ------------------------------
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'kb.sqlite3'}")
+    database.create_all()
+    yield database
+    database.dispose()
+
+
+def add_pages(db, *pages: dict) -> list[int]:
+    """Insert pages (with an index queue entry each, as the save path does)."""
+    ids = []
+    with db.writing() as s:
+        for spec in pages:
+            spec = dict(spec)
+            spec.setdefault("slug", spec["title"].lower().replace(" ", "-"))
+            spec.setdefault("kind", "page")
+            spec.setdefault("revision", 1)
+            page = Page(**spec)
+            s.add(page)
+            s.flush()
+            s.add(IndexQueueEntry(page_id=page.id))
+            ids.append(page.id)
+    return ids
+
+
+def slugs(results) -> list[str]:
+    return [h.slug for h in results.hits]
+
+
+@pytest.fixture
+def index(db, tmp_path):
+    search.rebuild(db, str(tmp_path))
+    ix = search.open_index(str(tmp_path))
+    yield ix
+    ix.close()
+
+
+def indexed(db, ix, *pages: dict) -> list[int]:
+    ids = add_pages(db, *pages)
+    assert search.process_queue(db, ix) == len(ids)
+    return ids
+
+
+# --- Ranking, stemming, snippets --------------------------------------------------------------------------------
+
+def test_title_match_outranks_body_only_match(db, index):
+    indexed(db, index,
+            {"title": "Budget calendar", "body": "Writing assessment, writing assessment and the writing assessment "
+                                                 "again: this page mentions it often but is about the budget."},
+            {"title": "District writing assessment", "body": "Teachers scored samples together."},
+            {"title": "Other", "body": "Nothing to see.", "tags": ["writing-assessment"]})
+    found = search.search(index, READER, "writing assessment")
+    assert slugs(found)[:2] in (["district-writing-assessment", "other"], ["other", "district-writing-assessment"])
+    assert slugs(found)[0] == "district-writing-assessment"
+    assert slugs(found)[-1] == "budget-calendar"
+
+
+def test_tag_match_outranks_body_only_match(db, index):
+    indexed(db, index, {"title": "Notes one", "body": "induction induction induction of new principals"},
+            {"title": "Notes two", "body": "A short page.", "tags": ["induction"]})
+    assert slugs(search.search(index, READER, "induction")) == ["notes-two", "notes-one"]
+
+
+def test_stemming_finds_other_forms_of_a_word(db, index):
+    indexed(db, index, {"title": "New principals", "body": "How we onboard a principal in August."},
+            {"title": "Unrelated", "body": "Bus schedules."})
+    assert slugs(search.search(index, READER, "onboarding")) == ["new-principals"]
+    assert slugs(search.search(index, READER, "onboarded principals")) == ["new-principals"]
+
+
+def test_phrase_needs_the_words_in_order_and_minus_excludes(db, index):
+    indexed(db, index, {"title": "A", "body": "the writing assessment of 2003"},
+            {"title": "B", "body": "assessment of writing, in that order"},
+            {"title": "C", "body": "writing assessment rubric"})
+    assert sorted(slugs(search.search(index, READER, '"writing assessment"'))) == ["a", "c"]
+    assert sorted(slugs(search.search(index, READER, 'writing assessment -rubric'))) == ["a", "b"]
+    assert sorted(slugs(search.search(index, READER, '"writing assessment" -"rubric"'))) == ["a"]
+
+
+def test_snippet_highlights_matches_and_escapes_page_text(db, index):
+    indexed(db, index, {"title": "Tricky", "body": "Intro <script>alert('x')</script> & the **assessment** rubric."})
+    hit = search.search(index, READER, "assessment").hits[0]
+    assert "<mark>assessment</mark>" in hit.snippet
+    assert "<script>" not in hit.snippet and "&lt;script&gt;" not in hit.snippet  # tags are stripped, not shown
+    assert "&amp;" in hit.snippet
+    indexed(db, index, {"title": "Angle", "body": "Compare a < b and b > c in the rubric."})
+    hit = search.search(index, READER, "rubric compare").hits[0]
+    assert "a &lt; b" in hit.snippet and "<mark>rubric</mark>" in hit.snippet
+
+
+def test_strip_markdown_keeps_words_and_link_labels():
+    text = search.strip_markdown("# Title\n\nSee [[fresno-long-beach|the Partnership]] and [[writing-assessment]],"
+                                 " **bold** `code` [site](https://x.org).\n\n| a | b |\n|---|---|\n| c | d |")
+    assert text == "Title See the Partnership and writing assessment, bold code site. a b c d"
+
+
+# --- Facets and filters -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def district(db, index):
+    indexed(
+        db, index,
+        {"title": "Writing assessment", "kind": "initiative", "status": "ended", "tags": ["writing", "assessment"],
+         "fields": {"status": "ended", "started": "2002", "ended": "2004", "ended_reason": "assumed-failed"},
+         "body": "Teachers built rubrics for the writing assessment."},
+        {"title": "New writing assessment", "kind": "initiative", "status": "active", "tags": ["writing"],
+         "fields": {"status": "active", "started": "2009"}, "body": "A new director designs a writing assessment."},
+        {"title": "Scoring writing together", "kind": "routine", "tags": ["writing"],
+         "fields": {"cadence": "each spring"}, "body": "Teachers score writing samples together each spring."},
+        {"title": "Assessment ended too soon", "kind": "lesson", "status": "lesson", "tags": ["assessment"],
+         "fields": {"occurred": "2005", "maturity": "lesson", "lesson": "Ask teachers before ending an assessment."},
+         "body": "The writing assessment died because nobody asked."},
+    )
+    return index
+
+
+def test_facet_counts_match_the_pages(district):
+    found = search.search(district, READER, "writing")
+    assert found.total == 4
+    assert found.facets["kind"] == {"initiative": 2, "lesson": 1, "routine": 1}
+    assert found.facets["tag"] == {"writing": 3, "assessment": 2}
+    assert found.facets["status"] == {"active": 1, "ended": 1, "lesson": 1}
+    assert found.facets["decade"] == {"2000s": 3, "2010s": 1, "2020s": 1}  # the active one runs to today
+
+
+@pytest.mark.parametrize("query, params, expected", [
+    ("writing kind:initiative", {}, {"writing-assessment", "new-writing-assessment"}),
+    ("writing", {"kind": "routine"}, {"scoring-writing-together"}),
+    ("writing tag:assessment", {}, {"writing-assessment", "assessment-ended-too-soon"}),
+    ("writing", {"tag": "assessment"}, {"writing-assessment", "assessment-ended-too-soon"}),
+    ("writing status:ended", {}, {"writing-assessment"}),
+    ("writing", {"status": "active"}, {"new-writing-assessment"}),
+    ("writing year:2003", {}, {"writing-assessment"}),
+    ("writing year:2004-2006", {}, {"writing-assessment", "assessment-ended-too-soon"}),
+    ("writing", {"year": "2005"}, {"assessment-ended-too-soon"}),
+    ("kind:lesson", {}, {"assessment-ended-too-soon"}),
+    ("", {"kind": "initiative", "status": "ended"}, {"writing-assessment"}),
+])
+def test_each_filter_narrows_from_the_box_and_as_a_parameter(district, query, params, expected):
+    found = search.search(district, READER, query, **params)
+    assert set(slugs(found)) == expected
+    assert found.total == len(expected)
+
+
+def test_facet_counts_follow_the_filters(district):
+    found = search.search(district, READER, "writing", kind="initiative")
+    assert found.facets["kind"] == {"initiative": 2}
+    assert found.facets["status"] == {"active": 1, "ended": 1}
+
+
+def test_sort_by_last_update_and_pagination(db, index):
+    base = datetime(2024, 1, 1)
+    indexed(db, index, *({"title": f"Mentor note {i}", "body": "mentor", "updated_at": base + timedelta(days=i)}
+                         for i in range(25)))
+    first = search.search(index, READER, "mentor", sort="updated", page=1)
+    assert first.total == 25 and first.pages == 3
+    assert slugs(first)[:3] == ["mentor-note-24", "mentor-note-23", "mentor-note-22"]
+    third = search.search(index, READER, "mentor", sort="updated", page=3)
+    assert slugs(third) == [f"mentor-note-{i}" for i in range(4, -1, -1)]
+    assert len(search.search(index, READER, "mentor", per_page=7, offset=21).hits) == 4
+
+
+# --- Did you mean, suggestions, tried before --------------------------------------------------------------------
+
+def test_misspelling_gets_the_word_from_the_index(district):
+    found = search.search(district, READER, "writting asessment")
+    assert found.suggestion == "writing assessment"
+    assert search.search(district, READER, "rubricks").suggestion == "rubrics"
+    assert search.search(district, READER, "writing").suggestion is None
+
+
+def test_suggest_titles_as_you_type(district):
+    assert [s["slug"] for s in search.suggest(district, READER, "writ")] == [
+        "writing-assessment", "new-writing-assessment", "scoring-writing-together"]
+    assert [s["slug"] for s in search.suggest(district, READER, "new wri")] == ["new-writing-assessment"]
+    assert search.suggest(district, READER, "") == []
+    assert set(search.suggest(district, READER, "asse")[0]) == {"slug", "title", "kind"}
+
+
+def test_tried_before_lists_ended_initiatives_first_and_lessons(district):
+    tried = search.tried_before(district, READER, "District-wide writing assessment")
+    assert [h.slug for h in tried.initiatives] == ["writing-assessment", "new-writing-assessment"]
+    assert tried.initiatives[0].ended_reason == "assumed-failed"
+    assert tried.initiatives[0].period == "2002–2004"
+    assert [h.slug for h in tried.lessons] == ["assessment-ended-too-soon"]
+    assert not search.tried_before(district, READER, "bus routes")
+    excluded = search.tried_before(district, READER, "writing assessment", exclude="new-writing-assessment")
+    assert [h.slug for h in excluded.initiatives] == ["writing-assessment"]
+
+
+# --- Visibility inside the search layer -------------------------------------------------------------------------
+
+CANARY = {"title": "Canary handover", "kind": "handover", "visibility": "restricted", "readers": ["named"],
+          "tags": ["canarytag"], "body": "Personnel notes: zebraquokka marmoset assessment."}
+
+
+def test_restricted_canary_never_leaks_to_someone_who_may_not_read_it(district, db):
+    before = search.search(district, READER, "assessment")
+    indexed(db, district, CANARY)
+    viewers_without = [READER, Viewer(901, "staffer", "contributor"), Viewer(anonymous_read=True), Viewer()]
+    for v in viewers_without:
+        found = search.search(district, v, "assessment")
+        assert "canary-handover" not in slugs(found)
+        if v.signed_in:
+            assert found.total == before.total and found.facets == before.facets
+        assert search.search(district, v, "zebraquokka").total == 0
+        assert search.search(district, v, "zebraquokka").facets == {f: {} for f in search.FACET_NAMES}
+        assert search.search(district, v, "zebraquoka").suggestion is None  # did you mean: nothing to offer
+        assert search.search(district, v, "", tag="canarytag").total == 0
+        assert search.suggest(district, v, "cana") == []
+        assert not search.tried_before(district, v, "zebraquokka handover")
+    for v in (Viewer(902, "named", "reader"), Viewer(903, "boss", "curator"), Viewer(904, "root", "admin")):
+        found = search.search(district, v, "zebraquokka")
+        assert slugs(found) == ["canary-handover"] and "<mark>zebraquokka</mark>" in found.hits[0].snippet
+        assert found.facets["kind"] == {"handover": 1}
+        assert search.search(district, v, "zebraquoka").suggestion == "zebraquokka"
+        assert [s["slug"] for s in search.suggest(district, v, "cana")] == ["canary-handover"]
+
+
+def test_anonymous_viewer_without_anonymous_reading_sees_nothing(district):
+    assert search.search(district, Viewer(), "writing").total == 0
+    assert search.search(district, Viewer(anonymous_read=True), "writing").total == 4
+
+
+# --- Queue, concurrency, repair ---------------------------------------------------------------------------------
+
+def test_locked_index_leaves_the_queue_for_later(db, index):
+    add_pages(db, {"title": "Queued page", "body": "mentoring"})
+    writer = index.open().writer()  # another process holds the write lock
+    try:
+        assert search.process_queue(db, index) == 0
+        assert search.queue_length(db) == 1
+    finally:
+        writer.cancel()
+    assert search.process_queue(db, index) == 1
+    assert search.queue_length(db) == 0
+    assert slugs(search.search(index, READER, "mentoring")) == ["queued-page"]
+
+
+def test_worker_indexes_a_save_within_two_seconds_once_the_lock_is_free(db, index):
+    worker = search.Worker(db, index, interval=0.1).start()
+    try:
+        writer = index.open().writer()
+        add_pages(db, {"title": "Late page", "body": "cadence"})
+        time.sleep(0.3)
+        writer.cancel()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not search.search(index, READER, "cadence").total:
+            time.sleep(0.05)
+        assert slugs(search.search(index, READER, "cadence")) == ["late-page"]
+    finally:
+        worker.stop()
+
+
+SAVER = textwrap.dedent("""
+    import sys
+    from kb import search
+    from kb.db import Database
+    from kb.models import IndexQueueEntry, Page
+    url, data_dir, prefix, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    db = Database(url)
+    index = search.open_index(data_dir)
+    for i in range(n):
+        with db.writing() as s:
+            page = Page(slug=f"{prefix}-{i}", title=f"{prefix} {i}", kind="page", body=f"concurrent {prefix}",
+                        revision=1)
+            s.add(page)
+            s.flush()
+            s.add(IndexQueueEntry(page_id=page.id))
+        search.process_queue(db, index)  # often finds the index locked by the other process: that is the point
+    db.dispose()
+""")
+
+
+def test_saves_from_two_processes_at_once_are_all_indexed(db, index, tmp_path):
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, url, str(tmp_path), name, "15"], env=env)
+             for name in ("alpha", "beta")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    search.process_queue(db, index)  # what was left while the index was locked
+    assert search.queue_length(db) == 0
+    assert search.search(index, READER, "concurrent alpha").total == 15
+    assert search.search(index, READER, "concurrent beta").total == 15
+    assert search.check(db, index).ok
+
+
+def test_check_reports_drift_and_repair_fixes_it(db, index):
+    ids = indexed(db, index, {"title": "Kept", "body": "routine"}, {"title": "Changed", "body": "routine"},
+                  {"title": "Gone", "body": "routine"})
+    with db.writing() as s:
+        s.get(Page, ids[1]).revision = 2
+        s.get(Page, ids[1]).body = "routine renamed everything"
+        s.delete(s.get(Page, ids[2]))
+        s.add(Page(slug="unindexed", title="Unindexed", kind="page", body="routine", revision=1))
+        s.execute(IndexQueueEntry.__table__.delete())
+    report = search.check(db, index)
+    assert report.stale == [ids[1]] and report.extra == [ids[2]] and len(report.missing) == 1
+    assert report.drift and "1 missing, 1 stale, 1 extra" in report.describe()
+    fixed = search.repair(db, index, report)
+    assert fixed.ok and fixed.repaired
+    assert sorted(slugs(search.search(index, READER, "routine"))) == ["changed", "kept", "unindexed"]
+
+
+def test_rebuild_swaps_in_a_new_directory(db, index, tmp_path):
+    indexed(db, index, {"title": "First", "body": "tenure"})
+    old = index.current_generation()
+    report = search.rebuild(db, str(tmp_path))
+    assert report.pages == 1 and index.current_generation() != old
+    assert slugs(search.search(index, READER, "tenure")) == ["first"]
+    search.rebuild(db, str(tmp_path))
+    generations = [n for n in os.listdir(tmp_path / "index") if n.startswith("g-")]
+    assert len(generations) == 2  # the current one and the one just replaced (another process may read it)
+
+
+# --- Through the app: start-up repair, the CLI, HTTP ------------------------------------------------------------
+
+def _restart(app):
+    """A new app (a new server process) on the same data directory."""
+    config = {k: app.config[k] for k in ("TESTING", "DATA_DIR", "SECRET_KEY", "WTF_CSRF_ENABLED", "DATABASE_URL",
+                                         "SEARCH_BACKGROUND")}
+    app.extensions["kb_search"].close()
+    return create_app(config)
+
+
+def _search(app, name, q, **kw):
+    return search.search(search.index_for(app), viewer_for(app, name), q, **kw)
+
+
+def test_deleted_index_directory_comes_back_with_check_repair(app, make_page, runner):
+    import shutil
+
+    make_page("Writing assessment", body="Teachers scored samples.")
+    shutil.rmtree(os.path.join(app.config["DATA_DIR"], "index"))
+    assert _search(app, "reader", "samples").total == 0
+    result = runner.invoke(args=["check"])
+    assert result.exit_code == 1 and "unusable" in result.output
+    result = runner.invoke(args=["check", "--repair"])
+    assert result.exit_code == 0, result.output
+    assert [h.slug for h in _search(app, "reader", "samples").hits] == ["writing-assessment"]
+
+
+def test_damaged_index_at_start_up_is_rebuilt(app, make_page):
+    make_page("Induction routine", body="Every August the cohort meets.")
+    root = os.path.join(app.config["DATA_DIR"], "index")
+    gen_dir = os.path.join(root, search.SearchIndex(root).current_generation())
+    for name in os.listdir(gen_dir):
+        with open(os.path.join(gen_dir, name), "wb") as f:
+            f.write(b"\x00garbage\xff" * 100)
+    again = _restart(app)
+    try:
+        assert [h.slug for h in _search(again, "reader", "cohort").hits] == ["induction-routine"]
+    finally:
+        again.extensions["kb_search"].close()
+        again.extensions["kb_db"].dispose()
+
+
+def test_broken_pointer_at_start_up_is_rebuilt(app, make_page):
+    make_page("Budget routine", body="The budget cycle.")
+    with open(os.path.join(app.config["DATA_DIR"], "index", search.POINTER), "w") as f:
+        f.write("../../etc")
+    again = _restart(app)
+    try:
+        assert _search(again, "reader", "budget").total == 1
+    finally:
+        again.extensions["kb_search"].close()
+        again.extensions["kb_db"].dispose()
+
+
+def test_saved_page_is_findable_right_away(app, make_page):
+    make_page("Principal supervisors", body="Instructional rounds with principal supervisors.")
+    assert [h.slug for h in _search(app, "reader", "rounds").hits] == ["principal-supervisors"]
+    make_page("Principal supervisors", body="Now about coaching.")
+    assert _search(app, "reader", "rounds").total == 0
+    assert _search(app, "reader", "coaching").total == 1
+
+
+ODD_QUERIES = [
+    '"', '"unbalanced', 'a "b', "((", ")", "(writing OR", "*", "**", "?", "-", "--", "-writing", "kind:", "year:",
+    "year:abc", "year:2001-", "year:99999-1", "tag:", ":", "AND", "OR NOT", "title:x", "body:[a TO", "\\", "%", "_",
+    "x" * 10_000, "writing " * 2000, "écriture évaluation", "Оценка письма", "写作评估", "評価", "تقييم الكتابة",
+    "🙂🙂", "wr🙂iting", "\x00", "\ud800", "<script>alert(1)</script>", "' OR 1=1 --", "a*b*c", "writ*",
+]
+
+
+@pytest.mark.parametrize("q", ODD_QUERIES)
+def test_odd_queries_all_get_an_answer(district, q):
+    found = search.search(district, READER, q)
+    assert found.total >= 0 and isinstance(found.facets, dict)
+    search.suggest(district, READER, q)
+    search.tried_before(district, READER, q)
+
+
+def test_odd_queries_over_http(client, auth, make_page):
+    make_page("Writing assessment", body="Teachers scored samples.")
+    auth.login("reader")
+    queries = [q for q in ODD_QUERIES[::3] if q != "\ud800"] + ["x" * 10_000, "🙂", '"(', "\x00"]
+    for q in queries:
+        for path in ("/search", "/api/search", "/api/suggest", "/api/tried-before"):
+            response = client.get(path, query_string={"q": q, "title": q})
+            assert response.status_code == 200, (path, q)
+
+
+def test_api_search_answers_exactly_the_documented_shape(client, auth, make_page):
+    make_page("Writing assessment", kind="initiative", tags=["writing"],
+              fields={"status": "ended", "started": "2002", "ended": "2004", "ended_reason": "assumed-failed"},
+              body="Teachers scored samples together.")
+    make_page("Scoring routine", kind="routine", body="Teachers score writing samples.")
+    auth.login("reader")
+    data = client.get("/api/search?q=samples&limit=1").get_json()
+    assert set(data) == {"total", "results", "facets", "suggestion"}
+    assert data["total"] == 2 and len(data["results"]) == 1
+    assert set(data["results"][0]) == {"slug", "title", "kind", "snippet", "score"}
+    assert set(data["facets"]) == {"kind", "tag", "status", "decade"}
+    assert data["facets"]["kind"] == {"initiative": 1, "routine": 1}
+    assert client.get("/api/search?q=samples&kind=routine").get_json()["total"] == 1
+    assert client.get("/api/search?q=samples&offset=1&limit=1").get_json()["results"][0]["slug"] != \
+        data["results"][0]["slug"]
+    assert client.get("/api/search?q=sampels").get_json()["suggestion"] == "samples"
+    bad = client.get("/api/search?q=x&limit=many")
+    assert bad.status_code == 400 and set(bad.get_json()) == {"error", "details"}
+    assert client.get("/api/search?q=x&year=soon").status_code == 400
+    suggestions = client.get("/api/suggest?q=scor").get_json()
+    assert suggestions == {"suggestions": [{"slug": "scoring-routine", "title": "Scoring routine", "kind": "routine"}]}
+    tried = client.get("/api/tried-before?title=A new writing assessment").get_json()
+    assert tried["initiatives"][0]["slug"] == "writing-assessment"
+    assert tried["initiatives"][0]["ended_reason"] == "assumed-failed"
+
+
+def test_results_page_shows_snippets_facets_tried_before_and_did_you_mean(client, auth, make_page):
+    make_page("Writing assessment", kind="initiative", tags=["writing"],
+              fields={"status": "ended", "started": "2002", "ended": "2004", "ended_reason": "assumed-failed"},
+              body="Teachers <b>scored</b> samples together.")
+    make_page("Scoring routine", kind="routine", tags=["writing"], body="Teachers score writing samples.")
+    auth.login("reader")
+    html = client.get("/search?q=writing").get_data(as_text=True)
+    assert "Tried before" in html and "assumed failed" in html
+    assert "<mark>writing</mark>" in html and "<b>scored</b>" not in html
+    assert 'href="/search?q=writing&amp;kind=routine"' in html  # a facet link narrows
+    narrowed = client.get("/search?q=writing&kind=routine").get_data(as_text=True)
+    assert "Scoring routine" in narrowed and "/wiki/writing-assessment" not in narrowed
+    assert "Did you mean" in client.get("/search?q=writting").get_data(as_text=True)
+    by_date = client.get("/search?q=writing&sort=updated").get_data(as_text=True).split('class="result-list"')[1]
+    assert by_date.index("Scoring routine") < by_date.index("Writing assessment</a>")
+
+
+def test_restricted_canary_never_leaks_over_http(client, auth, make_page):
+    make_page("Canary handover", kind="handover", visibility="restricted", readers=["contributor"], tags=["canarytag"],
+              body="zebraquokka personnel notes")
+    make_page("Public page", body="ordinary notes")
+    for name, sees in (("reader", False), ("contributor", True), ("curator", True)):
+        auth.login(name)
+        for path, marker in (("/search?q=zebraquokka", "canary-handover"), ("/search?q=notes", "canary-handover"),
+                             ("/api/search?q=notes", "canary-handover"), ("/api/search?tag=canarytag", "canary"),
+                             ("/api/suggest?q=canary", "canary-handover"), ("/search?q=zebraquoka", "zebraquokka"),
+                             ("/api/search?q=zebraquoka", "zebraquokka"), ("/search?q=notes", "canarytag")):
+            body = client.get(path).get_data(as_text=True)
+            assert (marker in body) is sees, (name, path)
+        auth.logout()
