@@ -238,7 +238,6 @@ def save_page(
         page = Page(slug=slug, title=state.title, kind=state.kind, created_at=now,
                     owner_id=viewer.user_id, verifier_id=None, revision=0)
         session.add(page)
-    was_deleted = page.deleted_at is not None
     number = page.revision + 1
     if html is None or body_links is None:
         rendered = render(state.body)

@@ -14,14 +14,14 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from kb.access import Viewer
-from kb.errors import KBError
+from kb.errors import KBError, NotSignedIn
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -160,6 +160,32 @@ def current_viewer() -> Viewer:
         else:
             g.kb_viewer = Viewer(anonymous_read=anon)
     return g.kb_viewer
+
+
+def require_reader() -> None:
+    """Anonymous visitors see nothing unless anonymous reading is on; they are sent to sign in."""
+    if not current_viewer().may_read_site:
+        abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
+
+
+def require_api_reader() -> Viewer:
+    """The API's version of require_reader: a 401 in JSON instead of a redirect."""
+    viewer = current_viewer()
+    if not viewer.may_read_site:
+        raise NotSignedIn("Sign in or send an API token (Authorization: Bearer TOKEN).")
+    return viewer
+
+
+def kick_index() -> None:
+    """After a commit that saved pages: bring the search index up to date now if that is quick."""
+    from kb import search
+
+    search.kick(current_app._get_current_object())
+
+
+def iso(dt) -> str | None:
+    """A stored (UTC, naive) time as ISO 8601 for JSON."""
+    return dt.isoformat() + "Z" if dt else None
 
 
 def bearer_token() -> str | None:

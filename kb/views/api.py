@@ -1,34 +1,27 @@
 """The JSON API for pages and revisions (PRODUCT §7). Session cookie or `Authorization: Bearer TOKEN`."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest
 
-from kb import access, pages, search
+from kb import access, pages
 from kb.errors import KBError, NotAllowed, NotSignedIn
 from kb.models import Page, Revision
-from kb.views import current_viewer, db_session
+from kb.views import current_viewer, db_session, iso, kick_index, require_api_reader
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 PUT_KEYS = {"title", "kind", "fields", "tags", "visibility", "readers", "sources", "body", "base_revision", "comment"}
 
 
-def require_api_reader():
-    viewer = current_viewer()
-    if not viewer.may_read_site:
-        raise NotSignedIn("Sign in or send an API token (Authorization: Bearer TOKEN).")
-    return viewer
 
 
-def _iso(dt) -> str | None:
-    return dt.isoformat() + "Z" if dt else None
 
 
 def page_summary(page: Page) -> dict:
     return {"slug": page.slug, "title": page.title, "kind": page.kind, "status": page.status,
             "tags": list(page.tags or []), "visibility": page.visibility, "revision": page.revision,
-            "updated": _iso(page.updated_at)}
+            "updated": iso(page.updated_at)}
 
 
 def page_json(page: Page) -> dict:
@@ -56,7 +49,7 @@ def page_json(page: Page) -> dict:
 
 def revision_json(rev: Revision, full: bool = False) -> dict:
     data = {"number": rev.number, "title": rev.title, "slug": rev.slug, "kind": rev.kind,
-            "author": rev.author.name if rev.author else None, "created": _iso(rev.created_at),
+            "author": rev.author.name if rev.author else None, "created": iso(rev.created_at),
             "comment": rev.comment}
     if full:
         data.update({"fields": rev.fields or {}, "tags": list(rev.tags or []), "visibility": rev.visibility,
@@ -124,7 +117,7 @@ def put_page(slug: str):
         return jsonify({"error": "Some fields are not valid.", "details": {"comment": "must be text"}}), 422
     page, created = pages.save_page(s, viewer, existing.slug if existing else slug, state, base, comment)
     s.commit()
-    search.kick(current_app._get_current_object())
+    kick_index()
     return jsonify(page_json(page)), (201 if created else 200)
 
 

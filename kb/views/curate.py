@@ -10,10 +10,10 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, r
                    url_for)
 from sqlalchemy import func, select
 
-from kb import access, curation, kinds, pages, search
-from kb.errors import InvalidFields, NotAllowed, NotFound, NotSignedIn
+from kb import access, curation, kinds, pages
+from kb.errors import InvalidFields, NotAllowed, NotFound
 from kb.models import Page, User, utcnow
-from kb.views import current_viewer, db_session, is_safe_next
+from kb.views import current_viewer, db_session, is_safe_next, kick_index, require_api_reader, require_reader
 
 bp = Blueprint("curate", __name__)
 
@@ -26,13 +26,8 @@ def now() -> datetime:
     return clock() if clock else utcnow()
 
 
-def kick_index() -> None:
-    search.kick(current_app._get_current_object())
 
 
-def require_reader() -> None:
-    if not current_viewer().may_read_site:
-        abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
 
 
 def require_signed_in() -> None:
@@ -554,7 +549,5 @@ def confirm(slug: str):
 
 @bp.route("/api/curation")
 def api_curation():
-    viewer = current_viewer()
-    if not viewer.may_read_site:
-        raise NotSignedIn("Sign in or send an API token (Authorization: Bearer TOKEN).")
+    viewer = require_api_reader()
     return jsonify(curation.api_queues(db_session(), viewer, now()))

@@ -6,9 +6,7 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from markupsafe import Markup
 
 from kb import timeline as tl_domain
-from kb.views import current_viewer, db_session
-from kb.views.api import require_api_reader
-from kb.views.wiki import require_reader
+from kb.views import current_viewer, db_session, require_api_reader, require_reader
 
 bp = Blueprint("timeline", __name__)
 

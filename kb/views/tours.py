@@ -5,23 +5,20 @@ Stops are numbered from 1 among the stops the viewer may read (see kb.tours); `/
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import BadRequest
 
 from kb import kinds, pages, tours
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotSignedIn
 from kb.models import utcnow
-from kb.views import current_viewer, db_session
+from kb.views import current_viewer, db_session, iso, require_api_reader, require_reader
 
 bp = Blueprint("tours", __name__)
 
 RESERVED_SLUGS = {"new"}
 
 
-def require_reader() -> None:
-    if not current_viewer().may_read_site:
-        abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
 
 
 def require_curator() -> None:
@@ -332,15 +329,8 @@ def _edit_post(tour):
 # ---------------------------------------------------------------------------------------------------------------
 # JSON API (PRODUCT §7)
 
-def _api_reader():
-    viewer = current_viewer()
-    if not viewer.may_read_site:
-        raise NotSignedIn("Sign in or send an API token (Authorization: Bearer TOKEN).")
-    return viewer
 
 
-def _iso(dt) -> str | None:
-    return dt.isoformat() + "Z" if dt else None
 
 
 def _progress_json(p: tours.TourProgress, signed_in: bool) -> dict | None:
@@ -348,13 +338,13 @@ def _progress_json(p: tours.TourProgress, signed_in: bool) -> dict | None:
         return None
     nxt = p.next_stop
     return {"read": p.read, "total": p.total, "changed": p.changed, "finished": p.finished,
-            "next_stop": nxt.number if nxt else None, "last_read": _iso(p.last_read_at)}
+            "next_stop": nxt.number if nxt else None, "last_read": iso(p.last_read_at)}
 
 
 def _tour_summary(tour, p: tours.TourProgress, for_you: bool, signed_in: bool) -> dict:
     return {"slug": tour.slug, "title": tour.title, "description": tour.description,
             "audience": list(tour.audience or []), "minutes": tour.minutes, "stops": p.total, "for_you": for_you,
-            "revision": tour.revision, "updated": _iso(tour.updated_at),
+            "revision": tour.revision, "updated": iso(tour.updated_at),
             "url": url_for("tours.overview", slug=tour.slug), "progress": _progress_json(p, signed_in)}
 
 
@@ -363,13 +353,13 @@ def _stop_json(tour, st: tours.StopState) -> dict:
             "page": {"slug": st.page.slug, "title": st.page.title, "kind": st.page.kind, "revision": st.page.revision,
                      "url": url_for("wiki.view", slug=st.page.slug)},
             "note": st.stop.note, "note_html": _html(st.stop.note), "question": st.stop.question,
-            "read": st.read, "read_at": _iso(st.read_at), "read_revision": st.read_revision, "changed": st.changed,
+            "read": st.read, "read_at": iso(st.read_at), "read_revision": st.read_revision, "changed": st.changed,
             "url": _stop_url(tour, st.number)}
 
 
 @bp.route("/api/tours")
 def api_list():
-    viewer = _api_reader()
+    viewer = require_api_reader()
     s = db_session()
     mine, others = tours.tours_for(s, viewer, job_title())
     out = [_tour_summary(t, tours.progress(s, viewer, t), t in mine, viewer.signed_in) for t in mine + others]
@@ -378,7 +368,7 @@ def api_list():
 
 @bp.route("/api/tours/<slug>")
 def api_get(slug: str):
-    viewer = _api_reader()
+    viewer = require_api_reader()
     s = db_session()
     tour = tours.get_tour(s, slug)
     p = tours.progress(s, viewer, tour)

@@ -6,20 +6,14 @@ from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redi
 
 from kb import access, kinds, pages, search
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.views import current_viewer, db_session
+from kb.views import current_viewer, db_session, kick_index, require_reader
 from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
 
 
-def require_reader() -> None:
-    """Anonymous visitors see nothing unless anonymous reading is on; they are sent to sign in."""
-    if not current_viewer().may_read_site:
-        abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
 
 
-def kick_index() -> None:
-    search.kick(current_app._get_current_object())
 
 
 def _store_cache(revision_id: int, html: str) -> None:

@@ -5,14 +5,7 @@
 (function () {
   "use strict";
 
-  function debounce(fn, ms) {
-    var timer = null;
-    return function () {
-      var args = arguments, self = this;
-      clearTimeout(timer);
-      timer = setTimeout(function () { fn.apply(self, args); }, ms);
-    };
-  }
+  var debounce = KB.debounce;
 
   // Fetch JSON, aborting the previous request of the same kind: only the newest answer is ever shown.
   function latestFetcher() {

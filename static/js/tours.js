@@ -4,36 +4,11 @@
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
-  var csrf = document.querySelector('meta[name="csrf-token"]');
-  var csrfToken = csrf ? csrf.getAttribute("content") : "";
+  var debounce = KB.debounce;
 
-  function debounce(fn, ms) {
-    var t;
-    return function () {
-      var args = arguments, self = this;
-      clearTimeout(t);
-      t = setTimeout(function () { fn.apply(self, args); }, ms);
-    };
-  }
-
-  // Preview of a note or the introduction: POST /preview renders it through the one sanitising function.
+  // Preview of a note or the introduction.
   function wirePreview(area) {
-    var pane = document.getElementById(area.getAttribute("data-note-preview"));
-    if (!pane || area.hasAttribute("data-preview-wired")) return;
-    area.setAttribute("data-preview-wired", "1");
-    var pending = null;
-    area.addEventListener("input", debounce(function () {
-      if (pending) pending.abort();
-      pending = new AbortController();
-      var body = new URLSearchParams();
-      body.set("body", area.value);
-      fetch("/preview", {
-        method: "POST", body: body, signal: pending.signal, credentials: "same-origin",
-        headers: { "X-CSRFToken": csrfToken, "Accept": "application/json" }
-      }).then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (data) { if (data) { pane.innerHTML = data.html; pane.setAttribute("data-rendered", "1"); } })
-        .catch(function () { /* a newer keystroke took over, or the network is down */ });
-    }, 250));
+    KB.livePreview(area, document.getElementById(area.getAttribute("data-note-preview")));
   }
   document.querySelectorAll("textarea[data-note-preview]").forEach(wirePreview);
 
