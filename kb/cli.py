@@ -117,10 +117,18 @@ def register(app: Flask) -> None:
 
     @app.cli.command("export")
     @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-    def export_command(path: Path):
+    @click.option("--as", "as_user", metavar="NAME", help="Export only what this user may read.")
+    def export_command(path: Path, as_user: str | None):
         """Write every page and tour to PATH in the import format."""
         with _db().reading() as s:
-            n_pages, n_tours = transfer.export_tree(s, system_viewer(s), path, progress=Progress())
+            viewer = system_viewer(s)
+            if as_user:
+                try:
+                    user = accounts.get_user(s, as_user)
+                except KBError as e:
+                    raise click.ClickException(e.message)
+                viewer = Viewer(user.id, user.name, user.role) if user.active else Viewer()
+            n_pages, n_tours = transfer.export_tree(s, viewer, path, progress=Progress())
         click.echo(f"Exported {n_pages} pages and {n_tours} tours to {path}")
 
     user_group = click.Group("user", help="Manage accounts.")

@@ -9,11 +9,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from kb.models import Base
+from kb.models import Base, Generation
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -43,6 +43,58 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# Changes that no page shows: sign-in bookkeeping, queues, drafts, progress, logs, and the HTML cache itself.
+_UNSHOWN_TABLES = {"sign_in_failures", "index_queue", "drafts", "tour_reads", "audit_log", "api_tokens",
+                   "invitations", "settings", "generation"}
+_UNSHOWN_COLUMNS = {("users", "last_visit_at"), ("users", "previous_visit_at"), ("users", "session_version"),
+                    ("users", "password_hash"), ("revisions", "html")}
+
+
+def _shown_change(obj) -> bool:
+    table = obj.__table__.name
+    if table in _UNSHOWN_TABLES:
+        return False
+    state = inspect(obj)
+    if state.persistent and not state.deleted:
+        changed = {a.key for a in state.attrs if a.history.has_changes()}
+        return any((table, c) not in _UNSHOWN_COLUMNS for c in changed)
+    return True
+
+
+def _track_changes(factory: sessionmaker) -> None:
+    """Bump the generation in the same transaction as any change a page could show."""
+
+    @event.listens_for(factory, "before_flush")
+    def _before_flush(session, _ctx, _instances):
+        if any(_shown_change(o) for o in (*session.new, *session.dirty, *session.deleted)):
+            session.info["kb_changed"] = True
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _on_execute(state):
+        if (state.is_insert or state.is_update or state.is_delete) and not state.execution_options.get("kb_unshown"):
+            table = getattr(state.statement, "table", None)
+            if table is None or table.name not in _UNSHOWN_TABLES:
+                state.session.info["kb_changed"] = True
+
+    @event.listens_for(factory, "before_commit")
+    def _before_commit(session):
+        if session.info.pop("kb_changed", False):
+            session.flush()
+            if session.execute(update(Generation).where(Generation.id == 1)
+                               .values(value=Generation.value + 1)).rowcount == 0:
+                session.add(Generation(id=1, value=1))
+                session.flush()
+
+    @event.listens_for(factory, "after_rollback")
+    def _after_rollback(session):
+        session.info.pop("kb_changed", None)
+
+
+def generation(session: Session) -> int:
+    """The current generation: equal numbers mean nothing a page shows has changed in between."""
+    return session.scalar(select(Generation.value).where(Generation.id == 1)) or 0
+
+
 class Database:
     """The engine and the two session factories: readers (deferred) and writers (lock taken up front)."""
 
@@ -51,6 +103,7 @@ class Database:
         self.engine = make_engine(url)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(kb_write=True), expire_on_commit=False)
+        _track_changes(self._write)
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)

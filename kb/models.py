@@ -291,6 +291,15 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text, default="")
 
 
+class Generation(Base):
+    """A counter bumped by every commit that changes what pages show; page views cache by it."""
+
+    __tablename__ = "generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Draft(Base):
     """Work in progress of a multi-step form (the handover wizard), kept between steps."""
 
@@ -307,5 +316,5 @@ class Draft(Base):
 __all__ = [
     "Base", "User", "ApiToken", "Invitation", "SignInFailure", "AuditEntry", "Page", "Revision", "Link",
     "PageTag", "SlugRedirect", "IndexQueueEntry", "Tour", "TourStop", "TourRevision", "TourRead", "Watch",
-    "Draft", "Setting", "ROLES", "VISIBILITIES", "utcnow", "date",
+    "Draft", "Setting", "Generation", "ROLES", "VISIBILITIES", "utcnow", "date",
 ]

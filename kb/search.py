@@ -588,7 +588,7 @@ def _bulk_lengths(leaf, fieldname: str, n: int) -> list[float]:
 class _Segment:
     """What fast queries need from one segment: facet columns, field lengths, and postings as lists."""
 
-    POSTINGS_CACHE = 3_000_000  # postings (ids and weights in arrays: 8 bytes each) per segment
+    POSTINGS_CACHE = 4_000_000  # postings (ids and weights in arrays: 8 bytes each) per segment
     VALUES_CACHE = 300_000  # positions of recently read postings (bytes objects: ~50 bytes each)
 
     def __init__(self, leaf):
@@ -681,17 +681,26 @@ class _Segment:
         found = self._postings.get(key)
         if found is not None and found[0] == stats:
             return found[1], found[2]
-        acc: dict[int, float] = {}
+        # Largest field first (usually the body): its scores become the dict in one step; the smaller fields are
+        # then added document by document.
+        parts = []
         for fieldname, boost, idf, avgdl in fields:
             ids, weights = self.postings(leaf, fieldname, term)
-            if not ids:
-                continue
+            if ids:
+                parts.append((len(ids), fieldname, boost, idf, avgdl, ids, weights))
+        parts.sort(key=lambda p: -p[0])
+        acc: dict[int, float] = {}
+        for i, (_, fieldname, boost, idf, avgdl, ids, weights) in enumerate(parts):
             lengths = self.lengths(leaf, fieldname)
             k1b, k1nb, k1p1 = K1 * B / (avgdl or 1.0), K1 * (1 - B), K1 + 1
             scale = boost * idf * k1p1
-            get = acc.get
-            for d, w in zip(ids, weights):
-                acc[d] = get(d, 0.0) + scale * w / (w + k1nb + k1b * lengths[d])
+            scores = [scale * w / (w + k1nb + k1b * lengths[d]) for d, w in zip(ids, weights)]
+            if i == 0:
+                acc = dict(zip(ids, scores))
+            else:
+                get = acc.get
+                for d, x in zip(ids, scores):
+                    acc[d] = get(d, 0.0) + x
         ids, scores = array("I", acc), array("d", acc.values())
         self._postings.put(key, (stats, ids, scores))
         return ids, scores
@@ -707,7 +716,7 @@ class _Scores(dict):
 class _View:
     """A searcher plus everything derived from it; replaced whenever the index changes."""
 
-    CACHE = 2_000_000  # document numbers held in sets and dicts
+    CACHE = 3_000_000  # document numbers held in sets and dicts (~60 bytes each)
 
     def __init__(self, index: SearchIndex, searcher, gen: str):
         self.searcher = searcher
@@ -800,7 +809,7 @@ class _View:
 
     def word_docs(self, term: str) -> frozenset:
         """Documents with an (analysed) word in any text field."""
-        return self._cached(("w", term), lambda: frozenset().union(*(self.term_docs(f, term) for f in TEXT_FIELDS)))
+        return self._cached(("w", term), lambda: frozenset(self.combined(term)))
 
     def values(self, fieldname: str, term: str) -> dict[int, bytes]:
         """Global document number -> the posting's value (its positions), for checking phrases."""

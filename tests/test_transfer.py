@@ -181,3 +181,17 @@ def test_large_import_renders_in_parallel_and_matches_serial(app, tmp_path):
     assert 'class="wikilink wanted"' in last  # page-260 does not exist
     assert '<a class="wikilink" href="/wiki/page-1">' in first
     assert 'href="/wiki/page-500" title="Page not written yet"' in first
+
+
+def test_an_export_run_as_a_user_holds_only_what_they_may_read(app, runner, make_page, tmp_path):
+    make_page("Open notes", body="See [[Personnel file]].")
+    make_page("Personnel file", body="quokkaplume", visibility="restricted", as_user="curator")
+    out = tmp_path / "as-reader"
+    result = runner.invoke(args=["export", str(out), "--as", "reader"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.glob("*.md"))
+    assert names == ["open-notes.md"]
+    assert "quokkaplume" not in "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    full = tmp_path / "full"
+    runner.invoke(args=["export", str(full)])
+    assert sorted(p.name for p in full.glob("*.md")) == ["open-notes.md", "personnel-file.md"]

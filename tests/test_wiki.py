@@ -146,3 +146,32 @@ def test_list_pages_filters_by_kind_status_and_tag(client, auth, make_page):
     auth.login("reader")
     text = client.get("/wiki?kind=initiative&status=ended&tag=math").get_data(as_text=True)
     assert "Ended one" in text and "Active one" not in text and "A routine" not in text
+
+
+def test_a_viewed_page_shows_changes_made_elsewhere_at_once(client, auth, make_page, app):
+    """Page bodies are cached per reader; any change a page shows must still appear on the next view."""
+    make_page("Summer institutes", body="Held each summer.")
+    auth.login("curator")
+    first = client.get("/wiki/summer-institutes").get_data(as_text=True)
+    assert "No other page links here yet." in first
+    make_page("Teacher leaders", body="They ran the [[Summer institutes]].")  # a backlink appears
+    second = client.get("/wiki/summer-institutes").get_data(as_text=True)
+    assert "Teacher leaders" in second
+    client.post("/curate/watch", data={"page": "summer-institutes", "on": "1"})  # watching changes the button
+    assert "Stop watching" in client.get("/wiki/summer-institutes").get_data(as_text=True)
+    client.post("/wiki/teacher-leaders/delete")  # the backlink goes away again
+    client.get("/")  # (the flash message naming the deleted page is shown here)
+    backlinks = client.get("/wiki/summer-institutes").get_data(as_text=True).split("What links here")[1]
+    assert "Teacher leaders" not in backlinks and "No other page links here yet." in backlinks
+
+
+def test_the_cached_body_is_never_shared_between_readers(client, auth, make_page):
+    make_page("Budget memo", body="See [[Personnel file]].")
+    make_page("Personnel file", body="private", visibility="restricted", as_user="curator")
+    auth.login("curator")
+    assert "wanted" not in client.get("/wiki/budget-memo").get_data(as_text=True)
+    assert "Delete this page" in client.get("/wiki/budget-memo").get_data(as_text=True)
+    auth.logout()
+    auth.login("reader")
+    text = client.get("/wiki/budget-memo").get_data(as_text=True)
+    assert 'class="wikilink wanted"' in text and "Delete this page" not in text

@@ -183,6 +183,16 @@ def kick_index() -> None:
     search.kick(current_app._get_current_object())
 
 
+def now():
+    """The current time (naive UTC). Tests set the config CLOCK to a function to control it."""
+    clock = current_app.config.get("CLOCK")
+    if clock:
+        return clock()
+    from kb.models import utcnow
+
+    return utcnow()
+
+
 def iso(dt) -> str | None:
     """A stored (UTC, naive) time as ISO 8601 for JSON."""
     return dt.isoformat() + "Z" if dt else None

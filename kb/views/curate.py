@@ -12,18 +12,12 @@ from sqlalchemy import func, select
 
 from kb import access, curation, kinds, pages
 from kb.errors import InvalidFields, NotAllowed, NotFound
-from kb.models import Page, User, utcnow
-from kb.views import current_viewer, db_session, is_safe_next, kick_index, require_api_reader, require_reader
+from kb.models import Page, User
+from kb.views import current_viewer, db_session, is_safe_next, now, kick_index, require_api_reader, require_reader
 
 bp = Blueprint("curate", __name__)
 
 RECENT_LIMITS = (100, 500, 1000)
-
-
-def now() -> datetime:
-    """The current time (naive UTC); tests set config CLOCK to control it."""
-    clock = current_app.config.get("CLOCK")
-    return clock() if clock else utcnow()
 
 
 

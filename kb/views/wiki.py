@@ -1,12 +1,17 @@
 """Pages in the browser: view, create, edit with preview, history, diff, revert, rename, delete and restore."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request,
-                   url_for)
+                   session, url_for)
+from markupsafe import Markup
 
 from kb import access, kinds, pages, search
+from kb.db import generation
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.views import current_viewer, db_session, kick_index, require_reader
+from kb.views import current_viewer, db_session, kick_index, now, require_reader
 from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
@@ -86,14 +91,46 @@ def view(slug: str):
         guess = slug.replace("-", " ")
         return render_template("wiki/missing.html", slug=slug,
                                title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
-    html = pages.current_html(s, viewer, page, cache_store=_store_cache)
-    linked = pages.backlinks_by_field(s, viewer, page)
-    link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
-    return render_template("wiki/view.html", page=page, html=html, linked=linked, link_titles=link_titles,
-                           backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(),
-                                            key=lambda p: p.title.lower()),
-                           derived=derived_facts(page, linked),
-                           may_edit=access.can_edit_page(viewer, page))
+    key = (page.id, page.revision, viewer, session.get("csrf_token"), generation(s), now().date())
+    fragments = current_app.extensions.setdefault("kb_page_fragments", _Fragments())
+    body = fragments.get(key)
+    if body is None:
+        html = pages.current_html(s, viewer, page, cache_store=_store_cache)
+        linked = pages.backlinks_by_field(s, viewer, page)
+        link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
+        body = Markup(render_template(
+            "wiki/_page.html", page=page, html=html, linked=linked, link_titles=link_titles,
+            backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(), key=lambda p: p.title.lower()),
+            derived=derived_facts(page, linked), may_edit=access.can_edit_page(viewer, page)))
+        fragments.put(key, body)
+    return render_template("wiki/view.html", page=page, body=body)
+
+
+class _Fragments:
+    """A small LRU of rendered page bodies, one per app in each process.
+
+    The key holds everything the body depends on: the page and its revision, who is reading (their role and name,
+    and their session's CSRF token, which the body's forms carry), the database generation (bumped by every commit
+    that changes anything a page shows: backlinks, verification, watching...) and the day (verification expires).
+    """
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 def derived_facts(page, linked: dict) -> list[tuple[str, list]]:
