@@ -216,29 +216,45 @@ def _login_cookie(port: int) -> str:
 
 
 def bench_saves(app, slugs: list[str], n: int) -> dict:
-    """Save p50/p95 through the API: a revision, its links and the search-index update."""
-    from kb import accounts
+    """Saves through the API as a server makes them (revision, links, index queue; the index worker updates the
+    search index right after the response), and how long until each saved change is findable by search."""
+    from sqlalchemy import select
+
+    from kb import accounts, search
+    from kb.access import Viewer
     from kb.models import User
 
+    app.config["SEARCH_WORKER"] = True  # as under kb serve
     db = app.extensions["kb_db"]
     with db.writing() as s:
-        from sqlalchemy import select
-
-        token = accounts.create_token(s, s.scalar(select(User).where(User.name == "bench")), "bench")
+        user = s.scalar(select(User).where(User.name == "bench"))
+        token = accounts.create_token(s, user, "bench")
+        viewer = Viewer(user.id, user.name, user.role)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
+    index = search.index_for(app)
     rng = random.Random(3)
-    times = []
+    times, findable = [], []
     for i in range(n):
         slug = rng.choice(slugs)
         current = client.get(f"/api/pages/{slug}", headers=headers).get_json()
-        body = current["body"] + f"\n\nEdited {i}: see [[Synthetic page {rng.randrange(len(slugs))}]]."
+        marker = f"zqmarker{i}x"
+        body = current["body"] + f"\n\nEdited {i} ({marker}): see [[Synthetic page {rng.randrange(len(slugs))}]]."
         t0 = time.perf_counter()
         r = client.put(f"/api/pages/{slug}", json={"body": body, "base_revision": current["revision"]},
                        headers=headers)
         times.append(time.perf_counter() - t0)
         assert r.status_code == 200, r.get_data(as_text=True)
-    return {"save_p50_ms": round(percentile(times, 50) * 1000, 1), "save_p95_ms": round(percentile(times, 95) * 1000, 1)}
+        while search.search(index, viewer, marker).total == 0 and time.perf_counter() - t0 < 10:
+            time.sleep(0.01)
+        findable.append(time.perf_counter() - t0)
+    app.config["SEARCH_WORKER"] = False
+    worker = app.extensions.get("kb_search_worker")
+    if worker is not None:
+        worker.stop()
+    return {"save_p50_ms": round(percentile(times, 50) * 1000, 1), "save_p95_ms": round(percentile(times, 95) * 1000, 1),
+            "findable_p50_ms": round(percentile(findable, 50) * 1000, 1),
+            "findable_p95_ms": round(percentile(findable, 95) * 1000, 1)}
 
 
 def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:

@@ -74,7 +74,7 @@ def import_content(app: Flask, path: Path, quiet: bool = False) -> transfer.Impo
         _announce_admin(ensure_admin(s, os.environ.get("KB_ADMIN_PASSWORD")))
     with db.writing() as s:
         report = transfer.import_tree(s, system_viewer(s), path, progress=Progress(quiet))
-    search.kick(app)
+    search.kick(app, background=False)  # a command ends right away: index here, not in a worker thread
     return report
 
 

@@ -2240,16 +2240,23 @@ def check_app_index(app, repair: bool = False) -> CheckReport:
     return report
 
 
-def kick(app) -> None:
-    """Called after a commit that queued index work: index it now if that is quick; never raises or waits long."""
-    try:
-        db, index = app.extensions["kb_db"], index_for(app)
-        if not index.exists():
-            # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
-            ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
-        process_queue(db, index, wait=0.25, max_batches=2)
-    except Exception:
-        log.exception("search index update after save failed; the worker will retry")
+def kick(app, background: bool | None = None) -> None:
+    """Called after a commit that queued index work; never raises.
+
+    Where this process runs the index worker (a server), the worker is woken and indexes the save right after the
+    response, so saving does not wait for the index; otherwise (tests, commands) the queue is worked off here.
+    """
+    if background is None:
+        background = bool(app.config.get("SEARCH_WORKER", not app.testing))
+    if not background:
+        try:
+            db, index = app.extensions["kb_db"], index_for(app)
+            if not index.exists():
+                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
+                ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
+            process_queue(db, index, wait=0.25, max_batches=2)
+        except Exception:
+            log.exception("search index update after save failed; the worker will retry")
     try:
         _ensure_worker(app)
         worker = app.extensions.get("kb_search_worker")
