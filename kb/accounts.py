@@ -117,6 +117,11 @@ def get_user(session: Session, name: str) -> User:
 def authenticate(session: Session, name: str, password: str) -> User | None:
     """The active user with this name and password, or None. Takes the same time either way."""
     user = session.scalar(select(User).where(User.name == name)) if isinstance(name, str) else None
+    return _password_matches(user, password)
+
+
+def _password_matches(user: User | None, password: str) -> User | None:
+    """The user if active and the password is theirs; an unknown user costs the same hashing time."""
     if not isinstance(password, str):
         password = ""
     if user is None or not user.password_hash:
@@ -205,15 +210,7 @@ def check_sign_in(attempt: SignIn, password: str) -> User | None:
     """The user if the password is right and the account active. No database access; same time either way."""
     if attempt.wait:
         return None
-    user = attempt.user
-    if not isinstance(password, str):
-        password = ""
-    if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password)
-        return None
-    if not check_password_hash(user.password_hash, password):
-        return None
-    return user if user.active else None
+    return _password_matches(attempt.user, password)
 
 
 def finish_sign_in(session: Session, attempt: SignIn) -> None:
