@@ -63,6 +63,7 @@ from whoosh.query import NumericRange
 from whoosh.support.levenshtein import distance as edit_distance
 from whoosh.util.numeric import byte_to_length
 
+from kb import access
 from kb.access import Viewer
 from kb.kinds import KINDS, field_text, status_of, years_covered
 from kb.models import IndexQueueEntry, Page
@@ -588,8 +589,8 @@ def _bulk_lengths(leaf, fieldname: str, n: int) -> list[float]:
 class _Segment:
     """What fast queries need from one segment: facet columns, field lengths, and postings as lists."""
 
-    POSTINGS_CACHE = 4_000_000  # postings (ids and weights in arrays: 8 bytes each) per segment
-    VALUES_CACHE = 300_000  # positions of recently read postings (bytes objects: ~50 bytes each)
+    POSTINGS_CACHE = 3_000_000  # postings (ids and weights in arrays: 8 bytes each) per segment
+    VALUES_CACHE = 200_000  # positions of recently read postings (bytes objects: ~50 bytes each)
 
     def __init__(self, leaf):
         n = leaf.doc_count_all()
@@ -716,7 +717,7 @@ class _Scores(dict):
 class _View:
     """A searcher plus everything derived from it; replaced whenever the index changes."""
 
-    CACHE = 3_000_000  # document numbers held in sets and dicts (~60 bytes each)
+    CACHE = 1_500_000  # document numbers held in sets and dicts (~60-100 bytes each)
 
     def __init__(self, index: SearchIndex, searcher, gen: str):
         self.searcher = searcher
@@ -750,6 +751,7 @@ class _View:
         self.deleted = frozenset(deleted)
         self.offsets = [offset for _, offset, _ in self.leaves]
         self._cards: dict[int, Any] = {}  # each segment's "card" column reader, opened on first use
+        self._phrase_memo: dict[tuple, bool] = {}
         self._live: frozenset | None = None
         self._cache = _SizedCache(self.CACHE)
         self._visible: dict[tuple, frozenset] = {}
@@ -780,16 +782,9 @@ class _View:
         key = (levels, name)
         docs = self._visible.get(key)
         if docs is None:
-            if not levels:
-                docs = frozenset()
-            else:
-                level_set = frozenset(levels)
-                vis = self.visibility
-                docs = frozenset(d for d in self.live if vis[d] in level_set)
-                if name:
-                    named = frozenset(d for d, names in self.readers.items()
-                                      if name in names and vis[d] == "restricted" and d not in self.deleted)
-                    docs = docs | named
+            # The rule itself is kb.access.can_read, asked once per document and remembered per (levels, name).
+            vis, readers = self.visibility, self.readers
+            docs = frozenset(d for d in self.live if access.can_read(viewer, vis[d], readers.get(d, ())))
             if len(self._visible) > 64:
                 self._visible.clear()
             self._visible[key] = docs
@@ -824,10 +819,11 @@ class _View:
 
     def has_phrase(self, d: int, terms: tuple[str, ...]) -> bool:
         """Do the terms stand next to each other, in order, in some text field of document `d`?"""
-        memo = self._cached(("pm", terms), dict)
-        if len(memo) > 200_000:
+        memo = self._phrase_memo
+        if len(memo) > 100_000:
             memo.clear()
-        found = memo.get(d)
+        key = (terms, d)
+        found = memo.get(key)
         if found is not None:
             return found
         found = False
@@ -846,7 +842,7 @@ class _View:
             if starts:
                 found = True
                 break
-        memo[d] = found
+        memo[key] = found
         return found
 
     def phrase_docs(self, terms: tuple[str, ...], within: frozenset | None = None) -> frozenset:
@@ -865,13 +861,16 @@ class _View:
 
         return self._cached(("x", prefix, fieldname), make)
 
-    def expand(self, fieldname: str, prefix: str, limit: int = 200) -> list[str]:
-        out = []
+    def expand(self, fieldname: str, prefix: str, limit: int = 40) -> list[str]:
+        """The terms of a field that start with `prefix`: the `limit` most common (of the first 1,000)."""
+        terms = []
         for i, term in enumerate(self.reader.expand_prefix(fieldname, prefix)):
-            if i >= limit:
+            if i >= 1000:
                 break
-            out.append(term.decode("utf-8") if isinstance(term, bytes) else term)
-        return out
+            terms.append(term.decode("utf-8") if isinstance(term, bytes) else term)
+        if len(terms) > limit:
+            terms = heapq.nlargest(limit, terms, key=lambda t: self.reader.doc_frequency(fieldname, t))
+        return terms
 
     def year_docs(self, low: int, high: int) -> frozenset:
         return self._cached(("y", low, high),
@@ -1494,20 +1493,30 @@ def _correction(view: _View, word: str, term: str, candidates: frozenset) -> str
     Two vocabularies: title words as written (which catches a misspelt ending, where the stem goes wrong too), and
     the stems of bodies and titles (shown as a page writes them).
     """
+    reader = view.reader
     for maxdist in (1, 2):
-        ranked: list[tuple[int, int, str, bool]] = []
+        # Rank by edit distance, then by how common the word is (cheap: no postings read), and only then check
+        # the best few against what this viewer may read.
+        ranked: list[tuple[int, int, str, bool, str]] = []
         for cand in _terms_within(view, "title_words", word, maxdist):
             cterm = analyse_word(cand)
-            docs = view.word_docs(cterm) & candidates if cterm else frozenset()
-            if docs:
-                ranked.append((edit_distance(word, cand), -len(docs), cand, True))
+            if cterm:
+                ranked.append((edit_distance(word, cand), -reader.doc_frequency("title_words", cand), cand, True,
+                               cterm))
         for fieldname in ("body", "title"):
             for cand in _terms_within(view, fieldname, term, maxdist):
-                docs = view.word_docs(cand) & candidates
-                if docs:
-                    ranked.append((edit_distance(term, cand), -len(docs), cand, False))
-        for _, _, cand, written in sorted(ranked)[:5]:
-            surface = cand if written else _surface_word(view, cand, word, view.word_docs(cand) & candidates)
+                ranked.append((edit_distance(term, cand), -reader.doc_frequency(fieldname, cand), cand, False, cand))
+        tried: set[str] = set()
+        for _, _, cand, written, cterm in sorted(ranked):
+            if cterm in tried:
+                continue
+            tried.add(cterm)
+            if len(tried) > 6:
+                break
+            docs = view.word_docs(cterm) & candidates
+            if not docs:
+                continue
+            surface = cand if written else _surface_word(view, cand, word, docs)
             if surface and surface != word:
                 return surface
     return None
@@ -1732,17 +1741,18 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     """Delete the indexed documents of these pages. Uses the warm searcher's document numbers when it reads exactly
     the segments the writer holds (opening a reader over every segment per save is the slow part of
     `update_document`), and Whoosh's own lookup otherwise."""
-    view = index._view
     segments = [seg.segment_id() for seg in writer.segments]
-    if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
-                                                         view.leaves] == segments:
-        total = sum(seg.doc_count_all() for seg in writer.segments)
-        if total == view.n:
-            for pid in page_ids:
-                for d in view.term_docs("id", str(pid)):
-                    if not writer.is_deleted(d):
-                        writer.delete_document(d)
-            return
+    with index._lock:  # the view is shared with the threads answering searches
+        view = index._view
+        if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
+                                                             view.leaves] == segments:
+            total = sum(seg.doc_count_all() for seg in writer.segments)
+            if total == view.n:
+                for pid in page_ids:
+                    for d in view.term_docs("id", str(pid)):
+                        if not writer.is_deleted(d):
+                            writer.delete_document(d)
+                return
     for pid in page_ids:
         writer.delete_by_term("id", str(pid))
 
@@ -2248,6 +2258,8 @@ def kick(app, background: bool | None = None) -> None:
     """
     if background is None:
         background = bool(app.config.get("SEARCH_WORKER", not app.testing))
+    if background and not worker_enabled(app):
+        background = False  # nobody else would do it
     if not background:
         try:
             db, index = app.extensions["kb_db"], index_for(app)
