@@ -6,6 +6,7 @@ A page the viewer may not read must behave exactly like a page that does not exi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 from sqlalchemy import Boolean, Select, String, cast, false, literal, or_, select, true
@@ -54,8 +55,9 @@ class Viewer:
     def is_admin(self) -> bool:
         return self.at_least("admin")
 
-    def visible_levels(self) -> tuple[str, ...]:
-        """Visibility levels this viewer reads without being named as a reader."""
+    @cached_property
+    def _levels(self) -> tuple[str, ...]:
+        # Worked out once per viewer: lists check thousands of pages against it.
         if not self.may_read_site:
             return ()
         if self.sees_restricted:
@@ -63,6 +65,10 @@ class Viewer:
         if self.signed_in:
             return ("public", "staff")
         return ("public",)
+
+    def visible_levels(self) -> tuple[str, ...]:
+        """Visibility levels this viewer reads without being named as a reader."""
+        return self._levels
 
 
 ANONYMOUS = Viewer()
@@ -72,7 +78,7 @@ def can_read(viewer: Viewer, visibility: str, readers: Iterable[str] = ()) -> bo
     """May this viewer read a page with this visibility and readers list?"""
     if visibility in viewer.visible_levels():
         return True
-    return visibility == "restricted" and viewer.signed_in and viewer.name in set(readers or ())
+    return visibility == "restricted" and viewer.signed_in and viewer.name in (readers or ())
 
 
 def can_read_page(viewer: Viewer, page: Page) -> bool:

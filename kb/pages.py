@@ -476,6 +476,14 @@ def list_pages(session: Session, viewer: Viewer, kind: str | None = None, tag: s
     return access.filter_readable(viewer, session.scalars(q))
 
 
+def count_by_kind(session: Session, viewer: Viewer) -> dict[str, int]:
+    """How many readable pages of each kind there are (every kind, zero included)."""
+    rows = session.execute(select(Page.kind, func.count()).where(access.page_clause(viewer)).group_by(Page.kind))
+    counts = {k: 0 for k in kinds.KINDS}
+    counts.update({kind: n for kind, n in rows})
+    return counts
+
+
 def recent_revisions(session: Session, viewer: Viewer, kind: str | None = None, tag: str | None = None,
                      user: str | None = None, since: datetime | None = None, limit: int = 100) -> list[tuple[Revision, Page]]:
     """The newest revisions of readable pages, newest first."""

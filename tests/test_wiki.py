@@ -175,3 +175,16 @@ def test_the_cached_body_is_never_shared_between_readers(client, auth, make_page
     auth.login("reader")
     text = client.get("/wiki/budget-memo").get_data(as_text=True)
     assert 'class="wikilink wanted"' in text and "Delete this page" not in text
+
+
+def test_home_counts_only_pages_the_reader_may_read(client, auth, make_page):
+    make_page("Open routine", kind="routine")
+    make_page("Staff routine", kind="routine", visibility="staff")
+    make_page("Secret routine", kind="routine", visibility="restricted", readers=["contributor"], as_user="curator")
+    counts = {}
+    for name in ("reader", "contributor", "curator"):
+        auth.login(name)
+        text = client.get("/").get_data(as_text=True)
+        counts[name] = int(re.search(r'kind=routine">Routines</a> <span class="count">(\d+)</span>', text).group(1))
+        auth.logout()
+    assert counts == {"reader": 2, "contributor": 3, "curator": 3}

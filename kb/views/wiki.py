@@ -36,7 +36,7 @@ def home():
     viewer = current_viewer()
     s = db_session()
     recent = pages.recent_revisions(s, viewer, limit=8)
-    counts = {k: len(pages.list_pages(s, viewer, kind=k, limit=10_000)) for k in kinds.KINDS}
+    counts = pages.count_by_kind(s, viewer)
     return render_template("wiki/home.html", recent=recent, counts=counts)
 
 
