@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Protocol
 
 from sqlalchemy import String, cast, func, or_, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, aliased, defer
 
 from kb import access, kinds, pages
 from kb.access import Viewer
@@ -251,13 +251,15 @@ def unowned(session: Session, viewer: Viewer) -> list[QueueItem]:
 
 def orphaned(session: Session, viewer: Viewer) -> list[QueueItem]:
     """Pages with no links from pages the viewer can read, and in no tour."""
-    linked = set(session.scalars(
-        select(Link.target_slug).join(Page, Page.id == Link.source_id).where(access.page_clause(viewer)).distinct()))
-    linked_ids = set(session.scalars(select(SlugRedirect.page_id).where(SlugRedirect.old_slug.in_(linked or [""]))))
-    in_tours = set(session.scalars(select(TourStop.page_id).distinct()))
+    # Worked out in the database, so only the orphans themselves are loaded.
+    source = aliased(Page)
+    linked = (select(Link.target_slug).join(source, source.id == Link.source_id)
+              .where(access.page_clause(viewer, source)))
+    linked_ids = select(SlugRedirect.page_id).where(SlugRedirect.old_slug.in_(linked))
+    in_tours = select(TourStop.page_id)
     return [QueueItem(p.slug, p.title, "No page links here and no tour visits it", p)
-            for p in _readable(session, viewer)
-            if p.slug not in linked and p.id not in linked_ids and p.id not in in_tours]
+            for p in _readable(session, viewer, Page.slug.not_in(linked), Page.id.not_in(linked_ids),
+                               Page.id.not_in(in_tours))]
 
 
 def wanted(session: Session, viewer: Viewer) -> list[QueueItem]:
