@@ -10,8 +10,8 @@ import html
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
-from urllib.parse import quote, urlencode
+from typing import Iterable
+from urllib.parse import quote
 from xml.etree.ElementTree import Element
 
 import bleach
@@ -71,7 +71,6 @@ class _WikiLinkProcessor(InlineProcessor):
 
     def __init__(self, pattern: str, md: markdown.Markdown) -> None:
         super().__init__(pattern, md)
-        self.page_exists: Callable[[str], bool] | None = None
         self.links: list[str] = []
 
     def handleMatch(self, m: re.Match, data: str):  # noqa: N802 (Markdown's name)
@@ -82,16 +81,9 @@ class _WikiLinkProcessor(InlineProcessor):
             return AtomicString(m.group(0)), m.start(0), m.end(0)
         self.links.append(slug)
         el = Element("a")
-        if self.page_exists is None or self.page_exists(slug):
-            el.set("class", "wikilink")
-            el.set("href", "/wiki/" + quote(slug, safe=""))
-        else:
-            # [[Some Title|label]] names the page by its title; [[some-slug|Label]] only by a slug, and then
-            # the label is the better title for the page about to be written.
-            title = target if slugify(target) != target else label
-            el.set("class", "wikilink wanted")
-            el.set("href", "/new?" + urlencode({"title": title, "slug": slug}, quote_via=quote))
-            el.set("title", _WANTED_TITLE)
+        # Every link is written as existing; whether it leads anywhere depends on the reader (see mark_wanted).
+        el.set("class", "wikilink")
+        el.set("href", "/wiki/" + quote(slug, safe=""))
         # AtomicString: the label is shown as typed (escaped by the serialiser), not parsed for more Markdown.
         el.text = AtomicString(label)
         return el, m.start(0), m.end(0)
@@ -167,18 +159,17 @@ def sanitise(html_text: str) -> str:
     return _cleaner().clean(html_text or "")
 
 
-def render(text: str, page_exists: Callable[[str], bool] | None = None) -> Rendered:
-    """Markdown -> sanitised HTML. page_exists(slug) decides wanted links; None = treat all as existing."""
+def render(text: str) -> Rendered:
+    """Markdown -> sanitised HTML, every wiki link written as a link to its page (mark_wanted marks missing ones)."""
     md = _markdown()
     wiki = md.wikilinks
-    wiki.page_exists, wiki.links = page_exists, []
+    wiki.links = []
     try:
         md.reset()
         body = md.convert(text or "")
         links = tuple(dict.fromkeys(wiki.links))
     finally:
-        # Do not keep the caller's callback (and whatever session it closes over) alive in the thread.
-        wiki.page_exists, wiki.links = None, []
+        wiki.links = []
     return Rendered(html=sanitise(body), links=links)
 
 

@@ -186,3 +186,21 @@ def test_self_links_are_not_backlinks(db, admin):
     save(db, admin, "Loop", "See [[Loop]].")
     with db.reading() as s:
         assert s.scalar(select(func.count(Link.id))) == 0
+
+
+def test_generation_moves_with_shown_changes_only(app, db, admin):
+    from kb.db import generation
+
+    def current():
+        with db.reading() as s:
+            return generation(s)
+
+    save(db, admin, "Routine", "v1")
+    after_save = current()
+    assert after_save > 0
+    with db.writing() as s:
+        rev = s.scalar(select(Revision))
+        pages.store_html(s, rev.id, "<p>v1</p>")  # filling the HTML cache is not a change anyone sees
+    assert current() == after_save
+    save(db, admin, "Routine", "v2", base=1)
+    assert current() > after_save

@@ -7,13 +7,13 @@ inspected. Nothing here searches the output string for "<script".
 import re
 import threading
 import unicodedata
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 import html5lib
 import pytest
 
 from kb.render import (
-    ALLOWED_ATTRIBUTES, ALLOWED_TAGS, Rendered, plain_text, render, sanitise, wiki_link_targets,
+    ALLOWED_ATTRIBUTES, ALLOWED_TAGS, Rendered, mark_wanted, plain_text, render, sanitise, wiki_link_targets,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,10 +173,16 @@ def test_there_are_at_least_thirty_payloads():
     assert len(XSS_PAYLOADS) >= 30
 
 
+def as_reader_sees(text: str, exists: bool) -> str:
+    """render, then (for a reader to whom no linked page exists) mark_wanted, as the page view does."""
+    rendered = render(text)
+    return rendered.html if exists else mark_wanted(rendered.html, rendered.links)
+
+
 @pytest.mark.parametrize("payload", XSS_PAYLOADS)
 @pytest.mark.parametrize("exists", [True, False], ids=["existing", "wanted"])
 def test_payload_is_neutralised_by_render(payload, exists):
-    assert_safe(render(payload, page_exists=lambda slug: exists).html, payload)
+    assert_safe(as_reader_sees(payload, exists), payload)
 
 
 @pytest.mark.parametrize("payload", XSS_PAYLOADS)
@@ -286,48 +292,32 @@ def test_bare_urls_are_not_linkified():
 
 
 def test_wiki_link_to_existing_page():
-    [a] = find_all(render("See [[Writing Assessment]].", page_exists=lambda s: True).html, "a")
+    [a] = find_all(render("See [[Writing Assessment]].").html, "a")
     assert a.get("class") == "wikilink"
     assert a.get("href") == "/wiki/writing-assessment"
     assert a.text == "Writing Assessment"
     assert "title" not in a.attrib
 
 
-def test_wiki_link_to_missing_page_is_wanted_and_offers_to_create_it():
-    [a] = find_all(render("See [[Writing Assessment]].", page_exists=lambda s: False).html, "a")
-    assert a.get("class") == "wikilink wanted"
-    assert a.get("title") == "Page not written yet"
-    url = urlsplit(a.get("href"))
-    assert url.path == "/new"
-    assert parse_qs(url.query) == {"title": ["Writing Assessment"], "slug": ["writing-assessment"]}
+def test_mark_wanted_marks_only_the_named_links():
+    html = render("See [[Writing Assessment]] and [[Budget Cycle|the budget]].").html
+    a, b = find_all(mark_wanted(html, ["writing-assessment"]), "a")
+    assert a.get("class") == "wikilink wanted" and a.get("title") == "Page not written yet"
+    assert a.get("href") == "/wiki/writing-assessment"  # the missing-page view offers to write it
+    assert b.get("class") == "wikilink" and "title" not in b.attrib
 
 
-def test_page_exists_is_asked_with_the_slug():
-    asked = []
-    render("[[Budget Cycle]] and [[Board Meetings|the board]]", page_exists=lambda s: asked.append(s) or True)
-    assert asked == ["budget-cycle", "board-meetings"]
-
-
-def test_no_page_exists_callback_treats_every_page_as_existing():
-    [a] = find_all(render("[[Anything]]").html, "a")
-    assert a.get("class") == "wikilink"
+def test_mark_wanted_leaves_user_written_links_alone():
+    html = render('[a lookalike](/wiki/writing-assessment) and [[Writing Assessment]]').html
+    first, second = find_all(mark_wanted(html, ["writing-assessment"]), "a")
+    assert first.get("class") is None
+    assert second.get("class") == "wikilink wanted"
 
 
 def test_slug_and_label_link():
     [a] = find_all(render("[[writing-assessment|the 2002 writing assessment]]").html, "a")
     assert a.get("href") == "/wiki/writing-assessment"
     assert a.text == "the 2002 writing assessment"
-
-
-def test_wanted_slug_link_offers_the_label_as_title():
-    [a] = find_all(render("[[writing-assessment|Writing Assessment]]", lambda s: False).html, "a")
-    assert parse_qs(urlsplit(a.get("href")).query) == {
-        "title": ["Writing Assessment"], "slug": ["writing-assessment"]}
-
-
-def test_wanted_title_link_offers_the_title_not_the_label():
-    [a] = find_all(render("[[Writing Assessment|it]]", lambda s: False).html, "a")
-    assert parse_qs(urlsplit(a.get("href")).query)["title"] == ["Writing Assessment"]
 
 
 def test_wiki_link_with_escaped_pipe_works_inside_a_table():
@@ -344,15 +334,13 @@ def test_wiki_link_with_escaped_pipe_works_inside_a_table():
 ])
 def test_non_latin_and_emoji_titles(title, slug):
     for exists in (True, False):
-        rendered = render(f"[[{title}]]", page_exists=lambda s: exists)
-        [a] = find_all(rendered.html, "a")
+        rendered = render(f"[[{title}]]")
+        [a] = find_all(as_reader_sees(f"[[{title}]]", exists), "a")
         assert a.text == title
         href = a.get("href")
         assert href.isascii(), "non-ASCII must be percent-encoded"
-        if exists:
-            assert href.startswith("/wiki/") and unquote(href.removeprefix("/wiki/")) == slug
-        else:
-            assert parse_qs(urlsplit(href).query) == {"title": [title], "slug": [slug]}
+        assert href.startswith("/wiki/") and unquote(href.removeprefix("/wiki/")) == slug
+        assert ("wanted" in a.get("class")) is not exists
         assert rendered.links == (slug,)
 
 
@@ -444,12 +432,12 @@ def test_empty_input():
 
 def test_renders_in_parallel_threads_match_sequential_renders():
     documents = [f"# Page {i}\n\n[[Link {i}]] and [[Shared]][^n]\n\n[^n]: note {i}" for i in range(40)]
-    expected = [render(d, page_exists=lambda s: s.endswith("0")) for d in documents]
+    expected = [render(d) for d in documents]
     results = [None] * len(documents)
 
     def work(offset):
         for i in range(offset, len(documents), 4):
-            results[i] = render(documents[i], page_exists=lambda s: s.endswith("0"))
+            results[i] = render(documents[i])
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:

@@ -481,3 +481,31 @@ def test_restricted_canary_never_leaks_over_http(client, auth, make_page):
             body = client.get(path).get_data(as_text=True)
             assert (marker in body) is sees, (name, path)
         auth.logout()
+
+
+def test_under_the_server_a_save_returns_before_indexing_and_is_findable_within_two_seconds(app, runner):
+    """With the per-process index worker on (as under kb serve), kick() only wakes it; the worker indexes."""
+    import time
+
+    from kb import search as kb_search
+    from kb.access import Viewer
+
+    token = runner.invoke(args=["token", "create", "contributor"]).output.strip()
+    app.config.update(SEARCH_WORKER=True, SEARCH_BACKGROUND=True)
+    try:
+        client = app.test_client()
+        r = client.put("/api/pages/quokka-routine", json={"title": "Quokka routine", "body": "zebrafinch notes"},
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201
+        worker = app.extensions.get("kb_search_worker")
+        assert worker is not None and worker.alive()
+        deadline = time.monotonic() + 2
+        viewer = Viewer(None, "contributor", "contributor", anonymous_read=True)
+        while kb_search.search(kb_search.index_for(app), viewer, "zebrafinch").total == 0:
+            assert time.monotonic() < deadline, "a saved page must be findable within 2 seconds"
+            time.sleep(0.02)
+    finally:
+        app.config.update(SEARCH_WORKER=False, SEARCH_BACKGROUND=False)
+        worker = app.extensions.get("kb_search_worker")
+        if worker is not None:
+            worker.stop()
