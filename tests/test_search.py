@@ -509,3 +509,138 @@ def test_under_the_server_a_save_returns_before_indexing_and_is_findable_within_
         worker = app.extensions.get("kb_search_worker")
         if worker is not None:
             worker.stop()
+
+
+# --- The column files beside each segment -----------------------------------------------------------------------
+
+from kb.search import columns  # noqa: E402
+
+
+def _column_files(ix) -> dict[str, str]:
+    """Segment id -> column file path, for the segments of the current generation."""
+    folder = ix.generation_dir(ix.current_generation())
+    return {seg.segment_id(): os.path.join(folder, columns.file_name(seg.segment_id()))
+            for seg in ix.open()._segments()}
+
+
+def _whoosh_bm25(view, term: str) -> dict[int, float]:
+    """The combined score of a word computed the plain way: Whoosh's postings and field lengths, one by one."""
+    import math
+    reader = view.reader
+    out: dict[int, float] = {}
+    for fieldname, boost in search.BOOSTS.items():
+        df = reader.doc_frequency(fieldname, term)
+        if not df:
+            continue
+        idf = math.log(view.doc_count / (df + 1)) + 1.0
+        avgdl = (reader.field_length(fieldname) or 0) / view.doc_count or 1.0
+        m = reader.postings(fieldname, term)
+        while m.is_active():
+            d, w = m.id(), m.weight()
+            length = reader.doc_field_length(d, fieldname, 0) or 0
+            score = boost * idf * (1.2 + 1) * w / (w + 1.2 * (1 - 0.75) + 1.2 * 0.75 * length / avgdl)
+            out[d] = out.get(d, 0.0) + score
+            m.next()
+    return out
+
+
+def test_column_files_agree_with_whoosh_postings_positions_and_scores(db, district):
+    indexed(db, district, {"title": "Writing writing assessment", "body": "Writing assessment " * 40,
+                           "tags": ["writing"]})
+    view = district.view()
+    assert len(view.leaves) > 1  # several segments: the queue added small ones
+    for leaf, offset, seg in view.leaves:
+        for fieldname in columns.POSTING_FIELDS:
+            inv = seg.fields[fieldname]
+            terms = list(leaf.lexicon(fieldname))
+            if inv is None:  # no document of this segment has the field
+                assert terms == []
+                continue
+            assert [inv.term(i) for i in range(inv.count)] == terms
+            for i, term in enumerate(terms):
+                docs, tf = inv.postings(i)
+                m = leaf.postings(fieldname, term)
+                expected = []
+                while m.is_active():
+                    expected.append((m.id(), m.weight(),
+                                     list(m.value_as("positions")) if fieldname in columns.POSITION_FIELDS else None))
+                    m.next()
+                assert [(d, w) for d, w, _ in expected] == list(zip(docs.tolist(), tf.tolist()))
+                if fieldname in columns.POSITION_FIELDS:
+                    starts, pos = inv.positions(i)
+                    got = [pos[starts[k]:starts[k + 1]].tolist() for k in range(len(docs))]
+                    assert got == [p for _, _, p in expected]
+        for fieldname in columns.LENGTH_FIELDS:
+            lengths = search.engine.LENGTHS[seg.lengths[fieldname]]
+            assert lengths.tolist() == [float(leaf.doc_field_length(d, fieldname, 0) or 0) for d in range(seg.n)]
+    for term in ("write", "assess", "teacher", "spring", "lesson", "nowhere"):
+        ids, scores = view.combined(term)
+        plain = _whoosh_bm25(view, term)
+        assert ids.tolist() == sorted(plain)
+        assert scores.tolist() == pytest.approx([plain[d] for d in ids.tolist()], rel=1e-12)
+
+
+def test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes(db, index, tmp_path):
+    ids = indexed(db, index, {"title": "Cohort routine", "body": "The August cohort meets."},
+                  {"title": "Budget cycle", "body": "The budget cohort."})
+    search.rebuild(db, str(tmp_path))
+    files = _column_files(index)
+    assert files and all(os.path.exists(p) for p in files.values())
+    assert search.search(index, READER, "cohort").total == 2
+    with db.writing() as s:
+        s.get(Page, ids[0]).body = "Now about mentoring."
+        s.get(Page, ids[0]).revision = 2
+        s.add(IndexQueueEntry(page_id=ids[0]))
+        s.get(Page, ids[1]).deleted_at = datetime(2024, 1, 1)
+        s.add(IndexQueueEntry(page_id=ids[1]))
+    assert search.process_queue(db, index) == 2
+    after = _column_files(index)
+    assert set(after) > set(files) and all(os.path.exists(p) for p in after.values())
+    assert search.search(index, READER, "august").total == 0  # the old text is gone
+    assert slugs(search.search(index, READER, "cohort")) == ["cohort-routine"]  # the deleted page is gone
+    assert slugs(search.search(index, READER, '"about mentoring"')) == ["cohort-routine"]
+    for i in range(search.MERGE_AT + 1):
+        indexed(db, index, {"title": f"Extra {i}", "body": "mentoring"})
+    assert search.merge_segments(index)
+    merged = _column_files(index)
+    assert all(os.path.exists(p) for p in merged.values())
+    assert search.search(index, READER, "mentoring").total == search.MERGE_AT + 2
+    columns.remove_unused(index.generation_dir(index.current_generation()), merged)
+    folder = index.generation_dir(index.current_generation())
+    assert sorted(n for n in os.listdir(folder) if n.startswith(columns.PREFIX)) == \
+        sorted(os.path.basename(p) for p in merged.values())
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "garbage"])
+def test_missing_or_damaged_column_file_is_rebuilt_not_a_crash(db, district, damage):
+    before = search.search(district, READER, '"writing assessment" kind:initiative')
+    assert before.total == 2
+    path = next(iter(_column_files(district).values()))
+    if damage == "delete":
+        os.remove(path)
+    elif damage == "truncate":
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    elif damage == "flip":
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) - 20)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        with open(path, "wb") as f:
+            f.write(b"\x00garbage\xff" * 100)
+    fresh = search.open_index(district.data_dir)  # another process, opening the index afresh
+    try:
+        again = search.search(fresh, READER, '"writing assessment" kind:initiative')
+        assert (again.total, slugs(again), again.facets) == (before.total, slugs(before), before.facets)
+        # ... and the file was written again, whole.
+        columns.Columns(path, os.path.basename(path)[len(columns.PREFIX):-len(columns.SUFFIX)],
+                        _doc_count(fresh, path))
+    finally:
+        fresh.close()
+
+
+def _doc_count(ix, path: str) -> int:
+    segment_id = os.path.basename(path)[len(columns.PREFIX):-len(columns.SUFFIX)]
+    return next(seg.doc_count_all() for seg in ix.open()._segments() if seg.segment_id() == segment_id)

@@ -1,0 +1,819 @@
+"""The index as one process sees it: the current generation, a warm searcher, and the vectorised query engine.
+
+`SearchIndex` opens the generation named by `DATA_DIR/index/CURRENT` and keeps one `_View` (a Whoosh searcher plus
+everything derived from it), replaced whenever the index changes. `_Segment` holds what queries need from one
+segment, read from its column file (see `kb.search.columns`) and kept across views, since a segment never changes
+apart from deletions.
+
+Document sets are numpy boolean masks over the view's document numbers (deleted documents included until
+intersected with `visible`, which every query starts from); scores are BM25 impacts summed with `bincount`.
+"""
+from __future__ import annotations
+
+import bisect
+import gc
+import heapq
+import io
+import math
+import os
+import pickle
+import re
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+from itertools import accumulate, chain
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from whoosh.filedb import structfile
+from whoosh.filedb.filestore import FileStorage
+from whoosh.formats import Positions
+from whoosh.util.numeric import byte_to_length
+
+from kb import access
+from kb.access import Viewer
+from kb.search import columns
+from kb.search.documents import BOOSTS, SCHEMA, TEXT_FIELDS
+
+columns.install_capture()
+
+
+class _MappedFile(io.RawIOBase):
+    """A read-only file over a memoryview, without copying it."""
+
+    def __init__(self, buf: memoryview):
+        self._buf = buf
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), len(self._buf) - self._pos))
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else len(self._buf) + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _no_copy_buffer_files() -> None:
+    """Whoosh reads a compound segment through one memory map, but wraps each file in it (the postings, the columns)
+    in a BytesIO, which copies the whole file into memory for every reader: hundreds of megabytes at 100,000
+    pages. Read the map in place instead."""
+    original = structfile.BufferFile.__init__
+    if getattr(original, "kb_no_copy", False):
+        return
+
+    def __init__(self, buf, name=None, onclose=None):
+        original(self, buf if not isinstance(buf, memoryview) else b"", name=name, onclose=onclose)
+        if isinstance(buf, memoryview):
+            self._buf = buf
+            self.file = _MappedFile(buf)
+
+    __init__.kb_no_copy = True
+    structfile.BufferFile.__init__ = __init__
+
+
+_no_copy_buffer_files()
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where the index lives: DATA_DIR/index/CURRENT names the generation directory in use.
+
+class IndexUnavailable(Exception):
+    """The index is missing or damaged; it must be rebuilt from the database."""
+
+
+class IndexMissing(IndexUnavailable):
+    pass
+
+
+class IndexDamaged(IndexUnavailable):
+    pass
+
+
+@contextmanager
+def _quiet_damage():
+    """Whoosh leaves files open when it fails to read a damaged index: close them here, without ResourceWarnings.
+
+    The failure must be caught inside this block (the files are freed with the exception's traceback)."""
+    state = {"failed": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        yield state
+        if state["failed"]:
+            gc.collect()
+
+
+POINTER = "CURRENT"
+INDEX_NAME = "MAIN"
+
+
+class SearchIndex:
+    """One index location, as seen by one process: opens the current generation and keeps a warm searcher."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.write_lock = threading.Lock()  # one writer per process; Whoosh's file lock handles other processes
+        self._lock = threading.RLock()
+        self._gen: str | None = None
+        self._ix = None
+        self._view: _View | None = None
+        self._segments: OrderedDict[str, _Segment] = OrderedDict()
+        self.damaged = False
+
+    # -- locations
+    @property
+    def data_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.root))
+
+    def current_generation(self) -> str | None:
+        try:
+            with open(os.path.join(self.root, POINTER), encoding="ascii") as f:
+                name = f.read().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, UnicodeDecodeError):
+            return ""
+        return name if re.fullmatch(r"g-[0-9a-f-]{1,80}", name or "") else ""
+
+    def generation_dir(self, gen: str) -> str:
+        return os.path.join(self.root, gen)
+
+    # -- opening
+    def open(self):
+        """The Whoosh index of the current generation; IndexMissing / IndexDamaged when it cannot be used."""
+        with self._lock:
+            gen = self.current_generation()
+            if gen is None:
+                self._forget()
+                raise IndexMissing(f"no search index at {self.root}")
+            if not gen or not os.path.isdir(self.generation_dir(gen)):
+                self._forget()
+                raise IndexDamaged(f"the search index pointer in {self.root} is broken")
+            if gen != self._gen or self._ix is None:
+                self._forget()
+                problem = None
+                with _quiet_damage() as state:
+                    try:
+                        self._ix = FileStorage(self.generation_dir(gen)).open_index(INDEX_NAME, schema=SCHEMA)
+                    except Exception as e:  # a damaged table of contents shows up as any kind of error
+                        problem = repr(e)
+                        state["failed"] = True
+                if problem is not None:
+                    raise IndexDamaged(f"the search index in {self.generation_dir(gen)} is damaged: {problem}")
+                self._gen = gen
+            return self._ix
+
+    def exists(self) -> bool:
+        return self.current_generation() is not None
+
+    def _forget(self) -> None:
+        view, self._view, self._ix, self._gen = self._view, None, None, None
+        if view is not None:
+            view.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._forget()
+
+    def view(self) -> _View:
+        """An up-to-date searcher with its caches; IndexUnavailable when the index cannot be read."""
+        with self._lock:
+            ix = self.open()
+            view = self._view
+            problem = None
+            with _quiet_damage() as state:
+                try:
+                    view = self._fresh_view(ix, view)
+                except Exception as e:
+                    problem = repr(e)
+                    state["failed"] = True
+                    self._forget()
+            if problem is not None:
+                raise IndexDamaged(f"the search index cannot be read: {problem}")
+            return view
+
+    def _fresh_view(self, ix, view: _View | None) -> _View:
+        if view is None or view.gen != self._gen:
+            self._view = None
+            if view is not None:
+                view.close()
+            view = self._view = _View(self, _open_searcher(ix, None), self._gen)
+        elif not view.searcher.up_to_date():
+            self._view = None
+            view = self._view = _View(self, _open_searcher(ix, view), self._gen)
+        else:
+            return view
+        # Keep only the segments the new view reads (their column files are memory-mapped).
+        current = {leaf.segment().segment_id() for leaf, _, _ in view.leaves}
+        for key in [k for k in self._segments if k not in current]:
+            self._segments.pop(key).cols.close()
+        return view
+
+    def segment(self, leaf) -> _Segment:
+        """Per-segment data, cached by segment id (a segment never changes, apart from deletions)."""
+        key = leaf.segment().segment_id()
+        seg = self._segments.get(key)
+        if seg is None:
+            seg = self._segments[key] = _Segment(leaf)
+        else:
+            self._segments.move_to_end(key)
+        return seg
+
+
+def _open_searcher(ix, old: _View | None):
+    """A searcher on the newest generation that re-uses the old view's readers of unchanged segments.
+
+    (Whoosh's own Searcher.refresh() re-uses readers too, but keeps a segment's old set of deleted documents after
+    an update, and can bring back segments that were merged away; opening every segment again costs tens of
+    milliseconds per save.)"""
+    from whoosh.reading import MultiReader, SegmentReader
+    from whoosh.searching import Searcher
+
+    for attempt in range(10):
+        try:
+            toc = ix._read_toc()
+            break
+        except IOError:  # a writer removed a file as we read: try again, as Whoosh does
+            if attempt == 9:
+                raise
+            time.sleep(0.05)
+    reusable: dict[str, Any] = {}
+    if old is not None:
+        for leaf, _, _ in old.leaves:
+            reusable[leaf.segment().segment_id()] = leaf
+    readers, opened, stale = [], [], []
+    try:
+        for segment in toc.segments:
+            leaf = reusable.pop(segment.segment_id(), None)
+            if leaf is not None and not leaf.is_closed and leaf.segment().deleted_count() == segment.deleted_count():
+                readers.append(leaf)
+            else:
+                if leaf is not None:
+                    stale.append(leaf)  # its deletions changed
+                opened.append(SegmentReader(ix.storage, toc.schema, segment, generation=toc.generation))
+                readers.append(opened[-1])
+    except BaseException:
+        for r in opened:
+            r.close()
+        raise
+    for leaf in chain(stale, reusable.values()):
+        leaf.close()
+    return Searcher(MultiReader(readers, generation=toc.generation), fromindex=ix)
+
+
+def open_index(data_dir: str) -> SearchIndex:
+    return SearchIndex(os.path.join(data_dir, "index"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading Whoosh's postings directly (for what the column files do not hold: the id field, and segments whose
+# column file is being rebuilt)
+
+def _unwrap(matcher):
+    # A segment with deletions wraps its postings in a FilterMatcher; deleted documents are removed later, because
+    # every document set is intersected with the visible (live) documents.
+    return getattr(matcher, "child", matcher)
+
+
+def read_postings(leaf, fieldname: str, text, values: bool = False) -> tuple[list, list, list]:
+    """(ids, weights, values) of one term in one segment, a block at a time."""
+    try:
+        m = _unwrap(leaf.postings(fieldname, text))
+    except Exception:  # TermNotFound and friends
+        return [], [], []
+    ids: list = []
+    weights: list = []
+    vals: list = []
+    if all(hasattr(m, a) for a in ("_read_ids", "_read_weights", "_read_values", "_next_block", "_atend")):
+        while m.is_active():
+            m._read_ids()
+            m._read_weights()
+            i = m._i
+            ids.extend(m._ids[i:])
+            weights.extend(m._weights[i:])
+            if values:
+                m._read_values()
+                vals.extend(m._values[i:])
+            m._next_block()
+    else:  # another codec: the slow, public way
+        while m.is_active():
+            ids.append(m.id())
+            weights.append(m.weight())
+            if values:
+                vals.append(m.value())
+            m.next()
+    return ids, weights, vals
+
+
+def _positions_decoder(fmt) -> Callable[[bytes], Iterable[int]]:
+    """Whoosh's Positions format stores a count and a pickled list of gaps; unpickle and add up in C."""
+    if type(fmt) is Positions:
+        return lambda v: accumulate(pickle.loads(v[4:] if v.endswith(b".") else v[4:] + b"."))
+    return fmt.decode_positions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast reads
+
+K1, B = 1.2, 0.75  # BM25, as Whoosh's BM25F default
+LENGTHS = np.array([float(byte_to_length(b)) for b in range(256)])  # Whoosh's length byte, decoded
+SINGLE_FACETS = ("kind", "status", "visibility")
+MULTI_FACETS = ("tags", "decade", "readers")
+
+
+class _SizedCache:
+    """A least-recently-used cache bounded by the bytes of its values, so a few huge entries cannot pile up."""
+
+    def __init__(self, max_size: int):
+        self.max_size = max_size
+        self.size = 0
+        self.data: OrderedDict[tuple, Any] = OrderedDict()
+
+    @staticmethod
+    def _weight(value: Any) -> int:
+        if isinstance(value, tuple):
+            return 64 + sum(_SizedCache._weight(v) for v in value)
+        if isinstance(value, np.ndarray):
+            return 64 + value.nbytes
+        if isinstance(value, (list, dict, set, frozenset)):
+            return 64 + 40 * len(value)
+        return 64
+
+    def get(self, key: tuple) -> Any:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, value: Any) -> Any:
+        old = self.data.pop(key, None)
+        if old is not None:
+            self.size -= self._weight(old)
+        self.data[key] = value
+        self.size += self._weight(value)
+        while self.size > self.max_size and len(self.data) > 1:
+            _, evicted = self.data.popitem(last=False)
+            self.size -= self._weight(evicted)
+        return value
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class _Segment:
+    """What fast queries need from one segment, from its column file: postings, lengths, facet codes, dates."""
+
+    def __init__(self, leaf):
+        self.n = n = leaf.doc_count_all()
+        self.cols = columns.load(leaf)
+        self.fields = {f: self.cols.field(f) for f in columns.POSTING_FIELDS}
+        # Facets: each document's value as a code into the field's sorted terms (-1: none), or (document, code)
+        # pairs for fields with several values per document.
+        self.single: dict[str, tuple[list[str], np.ndarray]] = {}
+        for name in SINGLE_FACETS:
+            inv = self.fields[name]
+            codes = np.full(n, -1, dtype=np.int32)
+            values: list[str] = []
+            if inv is not None and inv.count:
+                values = [inv.term(i).decode("utf-8") for i in range(inv.count)]
+                codes[inv.docs] = np.repeat(np.arange(inv.count, dtype=np.int32), np.diff(inv.ptr))
+            self.single[name] = (values, codes)
+        self.multi: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        for name in MULTI_FACETS:
+            inv = self.fields[name]
+            if inv is not None and inv.count:
+                values = [inv.term(i).decode("utf-8") for i in range(inv.count)]
+                codes = np.repeat(np.arange(inv.count, dtype=np.int32), np.diff(inv.ptr))
+                self.multi[name] = (values, np.asarray(inv.docs), codes)
+            else:
+                self.multi[name] = ([], np.zeros(0, np.uint32), np.zeros(0, np.int32))
+        self.updated = self.cols.array("updated.value")
+        self.years = (self.cols.array("years.docs"), self.cols.array("years.value"))
+        self.lengths = {f: self.cols.lengths(f) for f in columns.LENGTH_FIELDS}
+        if any(len(a) != n for a in (self.updated, *self.lengths.values())):
+            raise columns.ColumnsDamaged("per-document arrays of the wrong length")
+        self._values: _SizedCache = _SizedCache(4_000_000)
+
+    def find(self, fieldname: str, btext: bytes) -> int:
+        inv = self.fields.get(fieldname)
+        return -1 if inv is None else inv.find(btext)
+
+    def values(self, leaf, fieldname: str, term: str) -> dict[int, bytes]:
+        """Segment document number -> the posting's value (positions) of a term, from Whoosh (the slow way)."""
+        key = (fieldname, term)
+        found = self._values.get(key)
+        if found is None:
+            ids, _, values = read_postings(leaf, fieldname, term, values=True)
+            found = self._values.put(key, dict(zip(ids, values)))
+        return found
+
+
+def _mask_of(n: int, ids: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[ids] = True
+    return mask
+
+
+class _View:
+    """A searcher plus everything derived from it; replaced whenever the index changes."""
+
+    CACHE = 32 << 20  # bytes of cached masks, scores and lists
+
+    def __init__(self, index: SearchIndex, searcher, gen: str):
+        self.searcher = searcher
+        self.gen = gen
+        reader = searcher.reader()
+        self.reader = reader
+        self.n = n = reader.doc_count_all()
+        self.doc_count = max(1, reader.doc_count())
+        self.leaves: list[tuple[Any, int, _Segment]] = []
+        live = np.ones(n, dtype=bool)
+        for leaf, offset in reader.leaf_readers():
+            seg = index.segment(leaf)
+            self.leaves.append((leaf, offset, seg))
+            if leaf.has_deletions():
+                dels = np.fromiter(leaf.deleted_docs_set, dtype=np.int64)
+                live[dels[dels < seg.n] + offset] = False
+        self.live = _readonly(live)
+        self.offsets = [offset for _, offset, _ in self.leaves]
+        one = len(self.leaves) == 1
+        # Facet values: one vocabulary per field for the whole view, segment codes translated into it.
+        self.facet_values: dict[str, list[str]] = {}
+        self.codes: dict[str, np.ndarray] = {}
+        for name in SINGLE_FACETS:
+            values = sorted(set().union(*(seg.single[name][0] for _, _, seg in self.leaves)))
+            where = {v: i for i, v in enumerate(values)}
+            parts = []
+            for _, _, seg in self.leaves:
+                seg_values, seg_codes = seg.single[name]
+                if one or seg_values == values:
+                    parts.append(seg_codes)
+                else:
+                    remap = np.array([where[v] for v in seg_values] + [-1], dtype=np.int32)
+                    parts.append(remap[seg_codes])
+            self.facet_values[name] = values
+            self.codes[name] = _readonly(np.concatenate(parts) if parts else np.zeros(0, np.int32))
+        self.pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in MULTI_FACETS:
+            values = sorted(set().union(*(seg.multi[name][0] for _, _, seg in self.leaves)))
+            where = {v: i for i, v in enumerate(values)}
+            docs, codes = [], []
+            for _, offset, seg in self.leaves:
+                seg_values, seg_docs, seg_codes = seg.multi[name]
+                docs.append(seg_docs.astype(np.int64) + offset)
+                if one or seg_values == values:
+                    codes.append(seg_codes)
+                elif len(seg_codes):
+                    codes.append(np.array([where[v] for v in seg_values], dtype=np.int32)[seg_codes])
+                else:
+                    codes.append(seg_codes)
+            self.facet_values[name] = values
+            self.pairs[name] = (_readonly(np.concatenate(docs) if docs else np.zeros(0, np.int64)),
+                                _readonly(np.concatenate(codes) if codes else np.zeros(0, np.int32)))
+        self.updated = _readonly(np.concatenate([seg.updated for _, _, seg in self.leaves]) if self.leaves
+                                 else np.zeros(0, np.int64))
+        self.years = (np.concatenate([seg.years[0].astype(np.int64) + off for _, off, seg in self.leaves])
+                      if self.leaves else np.zeros(0, np.int64),
+                      np.concatenate([seg.years[1] for _, _, seg in self.leaves]) if self.leaves
+                      else np.zeros(0, np.int32))
+        self._cards: dict[int, Any] = {}  # each segment's "card" column reader, opened on first use
+        self._cache = _SizedCache(self.CACHE)
+        self._visible: dict[tuple, np.ndarray] = {}
+        self._avgdl: dict[str, float] = {}
+        self._df: dict[tuple, int] = {}
+
+    def close(self) -> None:
+        try:
+            self.searcher.close()
+        except Exception:
+            pass
+
+    def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache.put(key, make())
+        return found
+
+    def empty(self) -> np.ndarray:
+        return np.zeros(self.n, dtype=bool)
+
+    def visible(self, viewer: Viewer) -> np.ndarray:
+        """Documents this viewer may read: the one place search decides visibility (see kb.access).
+
+        The rule is kb.access.can_read, asked once per visibility value, and once per document that names readers.
+        """
+        levels = viewer.visible_levels()
+        name = viewer.name if viewer.signed_in and viewer.may_read_site and "restricted" not in levels else None
+        key = (levels, name)
+        docs = self._visible.get(key)
+        if docs is None:
+            values = self.facet_values["visibility"]
+            allowed = np.array([access.can_read(viewer, v, ()) for v in values] + [access.can_read(viewer, None, ())],
+                               dtype=bool)
+            docs = allowed[self.codes["visibility"]] if self.n else self.empty()  # code -1 (none): the last one
+            rdocs, rcodes = self.pairs["readers"]
+            if len(rdocs):
+                rvalues = self.facet_values["readers"]
+                order = np.argsort(rdocs, kind="stable")
+                rdocs, rcodes = rdocs[order], rcodes[order]
+                starts = np.flatnonzero(np.r_[True, rdocs[1:] != rdocs[:-1]])
+                ends = np.r_[starts[1:], len(rdocs)]
+                vis_values, vis_codes = values + [None], self.codes["visibility"]
+                asked: dict[tuple, bool] = {}
+                for a, b in zip(starts.tolist(), ends.tolist()):
+                    d = int(rdocs[a])
+                    names = tuple(rvalues[c] for c in rcodes[a:b].tolist())
+                    vis = vis_values[vis_codes[d]]
+                    k = (vis, names)
+                    ok = asked.get(k)
+                    if ok is None:
+                        ok = asked[k] = access.can_read(viewer, vis, names)
+                    docs[d] = ok
+            docs = _readonly(docs & self.live)
+            if len(self._visible) > 64:
+                self._visible.clear()
+            self._visible[key] = docs
+        return docs
+
+    # -- document sets (boolean masks over the view's document numbers)
+    def value_docs(self, fieldname: str, value: str) -> np.ndarray:
+        """Documents with this exact value in a facet field (kind, status, visibility, tags, decade, readers)."""
+        def make() -> np.ndarray:
+            values = self.facet_values[fieldname]
+            i = bisect.bisect_left(values, value)
+            if i >= len(values) or values[i] != value:
+                return _readonly(self.empty())
+            if fieldname in self.codes:
+                return _readonly(self.codes[fieldname] == i)
+            docs, codes = self.pairs[fieldname]
+            return _readonly(_mask_of(self.n, docs[codes == i]))
+
+        return self._cached(("v", fieldname, value), make)
+
+    def postings(self, fieldname: str, term: str) -> list[tuple[int, _Segment, int]]:
+        """(offset, segment, term index) of each segment holding the term in this field."""
+        btext = term.encode("utf-8")
+        out = []
+        for _, offset, seg in self.leaves:
+            i = seg.find(fieldname, btext)
+            if i >= 0:
+                out.append((offset, seg, i))
+        return out
+
+    def term_docs(self, fieldname: str, term: str) -> np.ndarray:
+        def make() -> np.ndarray:
+            if fieldname in self.facet_values:
+                return self.value_docs(fieldname, term)
+            mask = self.empty()
+            for offset, seg, i in self.postings(fieldname, term):
+                docs = seg.fields[fieldname].postings(i)[0]
+                mask[docs.astype(np.int64) + offset if offset else docs] = True
+            return _readonly(mask)
+
+        return self._cached(("t", fieldname, term), make)
+
+    def id_docs(self, value: str) -> list[int]:
+        """Documents (deleted ones included) whose id field is `value`, from Whoosh's own postings."""
+        out: list[int] = []
+        for leaf, offset, _ in self.leaves:
+            out.extend(offset + d for d in read_postings(leaf, "id", value)[0])
+        return out
+
+    def word_docs(self, term: str) -> np.ndarray:
+        """Documents with an (analysed) word in any text field."""
+        return self._cached(("w", term), lambda: _readonly(_mask_of(self.n, self.combined(term)[0])))
+
+    def prefix_docs(self, prefix: str, fieldname: str | None = None) -> np.ndarray:
+        def make() -> np.ndarray:
+            mask = self.empty()
+            for f in ((fieldname,) if fieldname else TEXT_FIELDS):
+                for t in self.expand(f, prefix):
+                    mask |= self.term_docs(f, t)
+            return _readonly(mask)
+
+        return self._cached(("x", prefix, fieldname), make)
+
+    def expand(self, fieldname: str, prefix: str, limit: int = 40) -> list[str]:
+        """The terms of a field that start with `prefix`: the `limit` most common (of the first 1,000)."""
+        def make() -> list[str]:
+            bprefix = prefix.encode("utf-8")
+            df: dict[bytes, int] = {}
+            for _, _, seg in self.leaves:
+                inv = seg.fields.get(fieldname)
+                if inv is None:
+                    continue
+                lo, hi = inv.prefix_range(bprefix)
+                if hi - lo > 1000:
+                    hi = lo + 1000
+                counts = np.diff(inv.ptr[lo:hi + 1]).tolist()
+                for i, c in zip(range(lo, hi), counts):
+                    t = inv.term(i)
+                    df[t] = df.get(t, 0) + c
+            terms = sorted(df)[:1000]
+            if len(terms) > limit:
+                terms = heapq.nlargest(limit, terms, key=df.__getitem__)
+            return [t.decode("utf-8") for t in terms]
+
+        return self._cached(("e", fieldname, prefix, limit), make)
+
+    def year_docs(self, low: int, high: int) -> np.ndarray:
+        def make() -> np.ndarray:
+            docs, years = self.years
+            return _readonly(_mask_of(self.n, docs[(years >= low) & (years <= high)]))
+
+        return self._cached(("y", low, high), make)
+
+    # -- phrases
+    def phrase_check(self, terms: tuple[str, ...], docs: np.ndarray) -> np.ndarray:
+        """For each document number in `docs` (sorted, unique): do the terms stand next to each other, in order, in
+        some text field? Reads positions from the column files."""
+        found = np.zeros(len(docs), dtype=bool)
+        if not len(docs):
+            return found
+        for leaf, offset, seg in self.leaves:
+            lo, hi = np.searchsorted(docs, [offset, offset + seg.n])
+            if lo == hi:
+                continue
+            local = docs[lo:hi] - offset
+            hit = np.zeros(hi - lo, dtype=bool)
+            for fieldname in TEXT_FIELDS:
+                inv = seg.fields.get(fieldname)
+                if inv is None:
+                    continue
+                if inv.pos is None:  # a field without positions in the column file: ask Whoosh, one by one
+                    for j, d in enumerate(local.tolist()):
+                        if not hit[j] and self._whoosh_phrase(leaf, seg, fieldname, terms, d):
+                            hit[j] = True
+                    continue
+                hit |= _phrase_in_field(inv, terms, local)
+            found[lo:hi] = hit
+        return found
+
+    def _whoosh_phrase(self, leaf, seg: _Segment, fieldname: str, terms: tuple[str, ...], d: int) -> bool:
+        decode = _positions_decoder(self.searcher.schema[fieldname].format)
+        try:
+            values = [seg.values(leaf, fieldname, t) for t in terms]
+            if not all(d in v for v in values):
+                return False
+            starts = set(decode(values[0][d]))
+            for k, v in enumerate(values[1:], 1):
+                starts = {p - k for p in decode(v[d])} & starts
+                if not starts:
+                    return False
+            return bool(starts)
+        except Exception:  # a missing or unreadable posting: not a match
+            return False
+
+    def phrase_docs(self, terms: tuple[str, ...], within: np.ndarray | None = None) -> np.ndarray:
+        """Documents (of `within`, or all) with the phrase."""
+        if len(terms) == 1:
+            return self.word_docs(terms[0]) if within is None else self.word_docs(terms[0]) & within
+        candidates = self.word_docs(terms[0]).copy()
+        for t in terms[1:]:
+            candidates &= self.word_docs(t)
+        if within is not None:
+            candidates &= within
+        ids = np.flatnonzero(candidates)
+        out = self.empty()
+        out[ids[self.phrase_check(terms, ids)]] = True
+        return out
+
+    # -- scores
+    def avgdl(self, fieldname: str) -> float:
+        found = self._avgdl.get(fieldname)
+        if found is None:
+            found = self._avgdl[fieldname] = (self.reader.field_length(fieldname) or 0) / self.doc_count or 1.0
+        return found
+
+    def doc_frequency(self, fieldname: str, term: str) -> int:
+        key = (fieldname, term)
+        found = self._df.get(key)
+        if found is None:
+            found = sum(seg.fields[fieldname].df(i) for _, seg, i in self.postings(fieldname, term)) \
+                if fieldname in columns.POSTING_FIELDS else self.reader.doc_frequency(fieldname, term)
+            if len(self._df) > 50_000:
+                self._df.clear()
+            self._df[key] = found
+        return found
+
+    def combined(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, scores) of `term`: Σ over title, tags, fields and body of boost × BM25, documents sorted."""
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            parts = []
+            for fieldname, boost in BOOSTS.items():
+                found = self.postings(fieldname, term)
+                if not found:
+                    continue
+                df = sum(seg.fields[fieldname].df(i) for _, seg, i in found)
+                idf = math.log(self.doc_count / (df + 1)) + 1.0
+                avgdl = self.avgdl(fieldname)
+                k1b, k1nb, scale = K1 * B / (avgdl or 1.0), K1 * (1 - B), boost * idf * (K1 + 1)
+                ids, scores = [], []
+                for offset, seg, i in found:
+                    docs, tf = seg.fields[fieldname].postings(i)
+                    w = tf.astype(np.float64)
+                    lengths = LENGTHS[seg.lengths[fieldname][docs]]
+                    scores.append(scale * w / (w + k1nb + k1b * lengths))
+                    ids.append(docs.astype(np.int64) + offset)
+                parts.append((np.concatenate(ids), np.concatenate(scores)))
+            if not parts:
+                return np.zeros(0, np.int64), np.zeros(0)
+            if len(parts) == 1:
+                return _readonly(parts[0][0]), _readonly(parts[0][1])
+            parts.sort(key=lambda p: -len(p[0]))  # as the scores were always added: the biggest field first
+            ids = np.concatenate([p[0] for p in parts])
+            uniq, where = np.unique(ids, return_inverse=True)
+            scores = np.bincount(where, weights=np.concatenate([p[1] for p in parts]), minlength=len(uniq))
+            return _readonly(uniq), _readonly(scores)
+
+        return self._cached(("c", term), make)
+
+    def prefix_scores(self, prefix: str) -> np.ndarray:
+        def make() -> np.ndarray:
+            out = np.zeros(self.n)
+            for fieldname, boost in BOOSTS.items():
+                out[self.prefix_docs(prefix, fieldname)] += boost
+            return _readonly(out)
+
+        return self._cached(("xs", prefix), make)
+
+    def card(self, d: int) -> dict[str, str]:
+        """A document's slug, title and kind, from a column (cheap) or the stored fields (older indexes)."""
+        i = bisect.bisect_right(self.offsets, d) - 1
+        leaf, offset, _ = self.leaves[i]
+        column = self._cards.get(i)
+        if column is None:
+            try:
+                column = self._cards[i] = leaf.column_reader("card") if leaf.has_column("card") else False
+            except Exception:
+                column = self._cards[i] = False
+        raw = column[d - offset] if column is not False else b""
+        if raw:
+            slug, title, kind = raw.decode("utf-8").split("\x1f")
+            return {"slug": slug, "title": title, "kind": kind}
+        stored = self.searcher.stored_fields(d)
+        return {"slug": stored.get("slug", ""), "title": stored.get("title", ""), "kind": stored.get("kind", "")}
+
+    def first_at_least(self, fieldname: str, text: str) -> str | None:
+        """The first term of a field (in any segment) that sorts at or after `text`, from the column files' sorted
+        term tables (so no vocabulary is held in memory)."""
+        btext = text.encode("utf-8")
+        best = None
+        for _, _, seg in self.leaves:
+            inv = seg.fields.get(fieldname)
+            if inv is None:
+                continue
+            i = inv.lower_bound(btext)
+            if i < inv.count:
+                term = inv.term(i)
+                if best is None or term < best:
+                    best = term
+        return None if best is None else best.decode("utf-8")
+
+
+def _phrase_in_field(inv: columns.Inverted, terms: tuple[str, ...], local: np.ndarray) -> np.ndarray:
+    """Which of the (sorted) segment documents `local` hold the phrase in this field, from the stored positions."""
+    keys = None
+    rows_of_first = None
+    for k, term in enumerate(terms):
+        i = inv.find(term.encode("utf-8"))
+        if i < 0:
+            return np.zeros(len(local), dtype=bool)
+        docs, _ = inv.postings(i)
+        where = np.searchsorted(docs, local)
+        where[where >= len(docs)] = 0
+        has = docs[where] == local if len(docs) else np.zeros(len(local), dtype=bool)
+        if not has.any():
+            return np.zeros(len(local), dtype=bool)
+        rows = where[has]
+        starts, pos = inv.positions(i)
+        a, b = starts[rows], starts[rows + 1]
+        counts = b - a
+        total = int(counts.sum())
+        # Gather every position of the chosen postings, labelled with its document.
+        first = np.repeat(a - np.r_[0, np.cumsum(counts)[:-1]], counts)
+        at = pos[first + np.arange(total)].astype(np.int64) - k
+        labels = np.repeat(local[has].astype(np.int64), counts)
+        ok = at >= 0
+        key = (labels[ok] << 32) | at[ok]
+        keys = key if keys is None else np.intersect1d(keys, key, assume_unique=True)
+        if rows_of_first is None:
+            rows_of_first = True
+        if not len(keys):
+            return np.zeros(len(local), dtype=bool)
+    matched = np.unique(keys >> 32)
+    return np.isin(local, matched, assume_unique=True)

@@ -1,0 +1,706 @@
+"""Keeping the index true to the database: the queue, full rebuilds, checks and repairs, the background worker.
+
+* Keeping it current: every save puts an `IndexQueueEntry` in the same transaction as the page. `process_queue`
+  works those entries off (the save path calls `kick` right after its commit; a per-process background worker
+  picks up whatever `kick` could not do because the index was locked by another process, damaged or missing).
+  Queue entries are deleted only after the index commit, so a failure loses nothing.
+* Repair: `rebuild` builds a fresh index in a new directory and swaps it in by replacing the `CURRENT` pointer
+  file (an atomic rename); `check` compares database and index (which pages, which revisions); `repair` fixes
+  drift; start-up (`init_app`) rebuilds a missing or damaged index instead of crashing (a missing or damaged
+  column file is rebuilt from its segment when the segment is opened).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from whoosh import index as whoosh_index
+from whoosh.filedb.filestore import FileStorage
+from whoosh.index import LockError
+from whoosh.reading import SegmentReader
+
+from kb.models import IndexQueueEntry, Page
+from kb.search import columns
+from kb.search.documents import SCHEMA, document_for, page_stamp
+from kb.search.engine import INDEX_NAME, POINTER, IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: the queue, add/remove, full rebuilds
+
+def add_to_index(writer, pages: Iterable[Page]) -> int:
+    """Add or replace these pages' documents (deleted pages are removed)."""
+    n = 0
+    for page in pages:
+        if page.deleted_at is not None:
+            writer.delete_by_term("id", str(page.id))
+        else:
+            writer.update_document(**document_for(page))
+        n += 1
+    return n
+
+
+def remove_from_index(writer, page_ids: Iterable[int]) -> None:
+    for pid in page_ids:
+        writer.delete_by_term("id", str(pid))
+
+
+QUEUE_BATCH = 500
+
+
+def process_queue(db, index: SearchIndex, batch: int = QUEUE_BATCH, wait: float = 0.0,
+                  max_batches: int | None = None) -> int:
+    """Index the pages waiting in the queue; returns how many queue entries were done.
+
+    Entries are deleted only after the index commit. A locked index (another process is writing), a damaged or
+    missing one, or a full disk is logged and leaves the entries for later; nothing here raises for those.
+    """
+    got = index.write_lock.acquire(timeout=wait) if wait > 0 else index.write_lock.acquire(blocking=False)
+    if not got:
+        return 0
+    done = 0
+    try:
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            n = _process_batch(db, index, batch)
+            done += max(n, 0)
+            if n < batch:
+                break
+    finally:
+        index.write_lock.release()
+    return done
+
+
+def _process_batch(db, index: SearchIndex, batch: int) -> int:
+    with db.reading() as session:
+        # Entries first, pages second, in one read transaction: a save after this point keeps its own entry.
+        entries = session.execute(
+            select(IndexQueueEntry.id, IndexQueueEntry.page_id).order_by(IndexQueueEntry.id).limit(batch)).all()
+        if not entries:
+            return 0
+        page_ids = sorted({pid for _, pid in entries})
+        pages = {p.id: p for p in session.scalars(select(Page).where(Page.id.in_(page_ids)))}
+        docs = {pid: document_for(p) for pid, p in pages.items() if p.deleted_at is None}
+    try:
+        ix = index.open()
+    except IndexUnavailable as e:
+        log.warning("search index unavailable, %d page(s) wait in the queue: %s", len(entries), e)
+        index.damaged = not isinstance(e, IndexMissing)
+        return -1
+    try:
+        writer = ix.writer(timeout=0.0)
+    except LockError:
+        log.info("search index is locked by another process; %d page(s) wait in the queue", len(entries))
+        return -1
+    except Exception as e:
+        log.warning("cannot write to the search index (%r); %d page(s) wait in the queue", e, len(entries))
+        return -1
+    try:
+        if index.current_generation() != index._gen:
+            raise IndexUnavailable("the index was rebuilt while we waited")  # write into the new one next time
+        _remove_old_versions(index, writer, page_ids)
+        for pid in page_ids:
+            if pid in docs:
+                writer.add_document(**docs[pid])
+        # A save adds a small segment and merges nothing (merging costs up to a second at 10,000 pages); the
+        # background worker merges small segments (`merge_segments`), or this does once there are too many.
+        writer.commit(merge=len(writer.segments) >= MAX_SEGMENTS)
+        _tidy_columns(ix)
+    except BaseException as e:
+        try:
+            writer.cancel()
+        except Exception:
+            pass
+        if not isinstance(e, Exception):
+            raise
+        log.warning("search index update failed (%r); %d page(s) wait in the queue", e, len(entries))
+        return -1
+    ids = [i for i, _ in entries]
+    try:
+        with db.writing() as session:
+            for chunk in range(0, len(ids), 500):
+                session.execute(delete(IndexQueueEntry).where(IndexQueueEntry.id.in_(ids[chunk:chunk + 500])))
+    except Exception:
+        # The index has the pages; the entries will be done again later, which is harmless.
+        log.exception("could not clear %d search queue entries", len(ids))
+    return len(entries)
+
+
+def _tidy_columns(ix, min_age: float = 300.0, build: bool = False) -> None:
+    """Remove the column files of segments that are gone; with `build`, write missing ones. Never raises.
+
+    Files younger than `min_age` seconds are kept: another process may have written a segment it has not committed
+    yet (a stale file costs only disk space until the next tidy)."""
+    try:
+        folder = getattr(ix.storage, "folder", None)
+        if not folder:
+            return
+        segments = ix._segments()
+        if build:
+            columns.ensure_files(folder, segments, lambda seg: SegmentReader(ix.storage, ix.schema, seg))
+        columns.remove_unused(folder, {seg.segment_id() for seg in segments}, min_age=min_age)
+    except Exception:
+        log.warning("could not tidy the search index column files", exc_info=True)
+
+
+MAX_SEGMENTS = 24  # past this many segments a queue commit merges the small ones itself
+MERGE_AT = 8  # the background worker merges small segments past this many
+
+
+def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> None:
+    """Delete the indexed documents of these pages. Uses the warm searcher's document numbers when it reads exactly
+    the segments the writer holds (opening a reader over every segment per save is the slow part of
+    `update_document`), and Whoosh's own lookup otherwise."""
+    segments = [seg.segment_id() for seg in writer.segments]
+    with index._lock:  # the view is shared with the threads answering searches
+        view = index._view
+        if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
+                                                             view.leaves] == segments:
+            total = sum(seg.doc_count_all() for seg in writer.segments)
+            if total == view.n:
+                for pid in page_ids:
+                    for d in view.id_docs(str(pid)):
+                        if not writer.is_deleted(d):
+                            writer.delete_document(d)
+                return
+    for pid in page_ids:
+        writer.delete_by_term("id", str(pid))
+
+
+def merge_segments(index: SearchIndex) -> bool:
+    """Merge small segments (Whoosh's MERGE_SMALL) when there are more than MERGE_AT; for the background worker."""
+    with index.write_lock:
+        try:
+            ix = index.open()
+            if len(ix._segments()) <= MERGE_AT:
+                return False
+            writer = ix.writer(timeout=0.0)
+        except (LockError, IndexUnavailable):
+            return False
+        try:
+            writer.commit(merge=True)
+            _tidy_columns(ix)
+            return True
+        except Exception:
+            writer.cancel()
+            log.exception("merging search index segments failed")
+            return False
+
+
+def queue_length(db) -> int:
+    with db.reading() as session:
+        return session.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0
+
+
+@dataclass
+class RebuildReport:
+    pages: int = 0
+    seconds: float = 0.0
+    directory: str = ""
+    skipped: bool = False  # another process was rebuilding
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.seconds if self.seconds else 0.0
+
+
+class _FileLock:
+    """An exclusive flock on a file outside the index directory (so it survives the index being deleted)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                os.close(self.fd)
+                self.fd = None
+                return False
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _rebuild_lock(data_dir: str) -> _FileLock:
+    return _FileLock(os.path.join(data_dir, "index-rebuild.lock"))
+
+
+def _whoosh_write_lock(gen_dir: str):
+    """The write lock of an existing generation, taken without opening it (it may be damaged)."""
+    try:
+        lock = FileStorage(gen_dir).lock(f"{INDEX_NAME}_WRITELOCK")
+        return lock
+    except Exception:
+        return None
+
+
+REBUILD_PROCS = min(2, os.cpu_count() or 1)
+
+
+def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None = None, procs: int | None = None,
+            blocking: bool = True, only_if_unusable: bool = False) -> RebuildReport:
+    """Build a new index from the database in a new directory and swap it in atomically.
+
+    `progress("index", done, total)` is called as pages are added (the CLI's progress bar). While it runs, queue
+    processing into the old index is held off (its write lock is taken), so no save made meanwhile is lost: its
+    queue entry is done afterwards. Uses two processes for big rebuilds (Whoosh's multi-segment writer).
+    """
+    started = time.monotonic()
+    root = os.path.join(data_dir, "index")
+    os.makedirs(root, exist_ok=True)
+    lock = _rebuild_lock(data_dir)
+    if not lock.acquire(blocking=blocking, timeout=600 if blocking else None):
+        return RebuildReport(skipped=True)
+    index = SearchIndex(root)
+    if only_if_unusable and _usable(index):  # another process rebuilt it while we waited for the lock
+        index.close()
+        lock.release()
+        return RebuildReport(skipped=True)
+    old_gen = index.current_generation()
+    old_lock = None
+    try:
+        if old_gen:
+            old_lock = _whoosh_write_lock(index.generation_dir(old_gen))
+            if old_lock is not None and not _try(old_lock.acquire, 30.0):
+                log.warning("the search index stayed locked for 30 s; rebuilding anyway")
+                old_lock = None
+        gen = f"g-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        gen_dir = index.generation_dir(gen)
+        os.makedirs(gen_dir)
+        try:
+            done, queued = _build(db, gen_dir, progress, procs)
+        except BaseException:
+            shutil.rmtree(gen_dir, ignore_errors=True)
+            raise
+        _swap(root, gen)
+        # The pages queued before the snapshot are in the new index.
+        if queued:
+            with db.writing() as session:
+                for chunk in range(0, len(queued), 500):
+                    session.execute(delete(IndexQueueEntry).where(IndexQueueEntry.id.in_(queued[chunk:chunk + 500])))
+        _remove_old_generations(root, keep={gen, old_gen})
+        return RebuildReport(pages=done, seconds=time.monotonic() - started, directory=gen_dir)
+    finally:
+        if old_lock is not None:
+            try:
+                old_lock.release()
+            except Exception:
+                pass
+        lock.release()
+
+
+def _build(db, gen_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
+    """Index every live page into a new index in `gen_dir`; returns (pages, queue entry ids seen)."""
+    ix = whoosh_index.create_in(gen_dir, SCHEMA, indexname=INDEX_NAME)
+    procs = REBUILD_PROCS if procs is None else procs
+    with db.reading() as session:
+        total = session.scalar(select(func.count()).select_from(Page).where(Page.deleted_at.is_(None))) or 0
+        queued = list(session.scalars(select(IndexQueueEntry.id)))
+        # Sub-processes only from a main thread: forking a threaded server process is asking for trouble.
+        use_procs = procs if total >= 2000 and threading.current_thread() is threading.main_thread() else 1
+        if use_procs > 1:
+            writer = ix.writer(procs=use_procs, multisegment=True, limitmb=256, batchsize=250)
+        else:
+            writer = ix.writer(limitmb=256)
+        done = 0
+        try:
+            for page in _live_pages(session):
+                writer.add_document(**document_for(page))
+                done += 1
+                if progress and done % 500 == 0:
+                    progress("index", done, total)
+            writer.commit()
+        except BaseException:
+            writer.cancel()
+            raise
+    # Every segment got its column file as it was written; a segment written where the hook could not (another
+    # codec) gets it here, and files of segments merged away go.
+    _tidy_columns(ix, min_age=0.0, build=True)
+    if progress:
+        progress("index", done, total)
+    return done, queued
+
+
+def _live_pages(session, chunk: int = 500) -> Iterable[Page]:
+    """Every live page, in id order, a chunk at a time (inside the caller's one read transaction)."""
+    last = 0
+    while True:
+        pages = list(session.scalars(select(Page).where(Page.deleted_at.is_(None), Page.id > last)
+                                     .order_by(Page.id).limit(chunk)))
+        if not pages:
+            return
+        yield from pages
+        last = pages[-1].id
+        session.expunge_all()
+
+
+def _try(acquire, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if acquire(blocking=False):
+                return True
+        except Exception:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _swap(root: str, gen: str) -> None:
+    tmp = os.path.join(root, f".{POINTER}.{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(gen + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, POINTER))
+
+
+def _remove_old_generations(root: str, keep: set) -> None:
+    """Remove superseded generations, but keep the one just replaced: other processes may still be reading it."""
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name in keep or name == POINTER or not os.path.isdir(path):
+            continue
+        if name.startswith("g-"):
+            shutil.rmtree(path, ignore_errors=True)
+    for name in os.listdir(root):
+        if name.startswith(f".{POINTER}."):
+            try:
+                if time.time() - os.path.getmtime(os.path.join(root, name)) > 60:
+                    os.remove(os.path.join(root, name))
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checking and repairing
+
+@dataclass
+class CheckReport:
+    """Drift between database and index. Empty lists and `usable` mean they agree."""
+
+    usable: bool = True  # False: the index is missing or damaged
+    problem: str = ""
+    pages: int = 0  # live pages in the database
+    indexed: int = 0  # documents in the index
+    missing: list[int] = field(default_factory=list)  # page ids not in the index
+    stale: list[int] = field(default_factory=list)  # indexed at another revision, slug or visibility
+    extra: list[int] = field(default_factory=list)  # in the index, but deleted or gone from the database
+    duplicates: list[int] = field(default_factory=list)
+    queued: int = 0
+    repaired: bool = False
+    rebuilt: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates)
+
+    @property
+    def drift(self) -> bool:
+        return not self.ok
+
+    def describe(self) -> str:
+        """What `kb check` prints."""
+        text = self.summary()
+        if self.rebuilt:
+            text += " (rebuilt from the database)"
+        elif self.repaired:
+            text += " (repaired)"
+        if not self.ok:
+            for label, ids in (("missing", self.missing), ("stale", self.stale), ("extra", self.extra)):
+                if ids:
+                    text += f"\n  {label}: page ids {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}"
+        return text
+
+    def summary(self) -> str:
+        if not self.usable:
+            return f"search index unusable: {self.problem}"
+        if self.ok:
+            return f"search index matches the database ({self.pages} pages, {self.queued} queued)"
+        return (f"search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
+                f"{len(self.duplicates)} duplicated ({self.pages} pages in the database, {self.indexed} indexed, "
+                f"{self.queued} queued)")
+
+
+def check(db, index: SearchIndex) -> CheckReport:
+    """Compare which pages and which revisions the database and the index hold."""
+    report = CheckReport()
+    with db.reading() as session:
+        rows = session.execute(select(Page.id, Page.revision, Page.slug, Page.visibility, Page.readers,
+                                      Page.updated_at).where(Page.deleted_at.is_(None))).all()
+        report.queued = session.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0
+    expected = {r[0]: page_stamp(r[0], r[1] or 0, r[2], r[3] or "public", r[4], r[5]) for r in rows}
+    report.pages = len(expected)
+    seen: dict[int, str] = {}
+    dupes: set[int] = set()
+    with _quiet_damage() as state:
+        try:
+            with index._lock:
+                view = index.view()
+                for stored in view.reader.all_stored_fields():
+                    pid = int(stored.get("id") or 0)
+                    if pid in seen:
+                        dupes.add(pid)
+                    seen[pid] = stored.get("stamp") or ""
+        except IndexUnavailable as e:
+            report.usable, report.problem = False, str(e)
+        except Exception as e:
+            report.usable, report.problem = False, f"the search index cannot be read: {e!r}"
+            state["failed"] = True
+            index.close()
+    if not report.usable:
+        return report
+    report.indexed = len(seen)
+    report.missing = sorted(set(expected) - set(seen))
+    report.extra = sorted(set(seen) - set(expected))
+    report.stale = sorted(pid for pid, stamp in expected.items() if pid in seen and seen[pid] != stamp)
+    report.duplicates = sorted(dupes)
+    return report
+
+
+def repair(db, index: SearchIndex, report: CheckReport | None = None,
+           progress: Callable[[str, int, int], None] | None = None) -> CheckReport:
+    """Fix what `check` found: rebuild an unusable index, otherwise re-index the drifted pages."""
+    report = report or check(db, index)
+    if report.ok:
+        return report
+    if not report.usable:
+        rebuild(db, index.data_dir, progress=progress)
+        index.close()
+        after = check(db, index)
+        after.rebuilt = after.repaired = True
+        return after
+    todo = sorted(set(report.missing) | set(report.stale) | set(report.extra) | set(report.duplicates))
+    with index.write_lock:
+        ix = index.open()
+        writer = ix.writer(timeout=30.0)
+        try:
+            with db.reading() as session:
+                for chunk in range(0, len(todo), 500):
+                    ids = todo[chunk:chunk + 500]
+                    remove_from_index(writer, ids)
+                    for page in session.scalars(select(Page).where(Page.id.in_(ids), Page.deleted_at.is_(None))):
+                        writer.add_document(**document_for(page))
+            writer.commit()
+            _tidy_columns(ix)
+        except BaseException:
+            writer.cancel()
+            raise
+    after = check(db, index)
+    after.repaired = True
+    return after
+
+
+_repair = repair  # for check_app_index, whose `repair` argument hides the function
+
+
+def _problem(index: SearchIndex) -> str | None:
+    """Why the index cannot be used (missing, damaged), or None when it reads fine."""
+    with _quiet_damage() as state:
+        try:
+            with index._lock:
+                view = index.view()
+                view.reader.doc_count()
+                # Reading one stored document and a posting list finds most garbage in segment files.
+                if view.n:
+                    live = np.flatnonzero(view.live)
+                    view.searcher.stored_fields(int(live[0]) if len(live) else 0)
+                list(view.reader.lexicon("kind"))
+            return None
+        except IndexUnavailable as e:
+            return str(e)
+        except Exception as e:
+            state["failed"] = True
+            index.close()
+            return repr(e)
+
+
+def _usable(index: SearchIndex) -> bool:
+    return _problem(index) is None
+
+
+def ensure_index(db, index: SearchIndex, sync_limit: int | None = None) -> str:
+    """Make sure a usable index exists: 'ok', 'rebuilt', or 'deferred' (too big to rebuild now; the worker will).
+
+    Never raises: a database without tables yet, for instance, gives 'deferred'.
+    """
+    try:
+        problem = _problem(index)
+        if problem is None:
+            index.damaged = False
+            return "ok"
+        log.warning("search index needs a rebuild: %s", problem)
+        if sync_limit is not None:
+            with db.reading() as session:
+                total = session.scalar(select(func.count()).select_from(Page)) or 0
+            if total > sync_limit:
+                return "deferred"
+        report = rebuild(db, index.data_dir, only_if_unusable=True)
+        index.close()
+        index.damaged = False
+        return "skipped" if report.skipped else "rebuilt"
+    except Exception:
+        log.exception("could not make sure the search index exists")
+        return "deferred"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app side: one index object and one background worker per process
+
+SYNC_REBUILD_LIMIT = 5000  # at start-up, rebuild a broken index of up to this many pages before serving
+POLL_SECONDS = 1.0
+
+
+class Worker:
+    """A daemon thread that works off the queue every second and rebuilds a missing or damaged index."""
+
+    def __init__(self, db, index: SearchIndex, interval: float = POLL_SECONDS):
+        self.db, self.index, self.interval = db, index, interval
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.pid = os.getpid()
+        self.last_merge = 0.0
+        self.thread = threading.Thread(target=self._run, name="kb-search-index", daemon=True)
+
+    def start(self) -> Worker:
+        self.thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self.thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.is_alive() and self.pid == os.getpid():
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                self.tick()
+            except Exception:
+                log.exception("search index worker")
+
+    def tick(self) -> int:
+        if self.index.damaged or not self.index.exists():
+            ensure_index(self.db, self.index)
+        done = process_queue(self.db, self.index, wait=0.5)
+        if not done and time.monotonic() - self.last_merge > 10:
+            self.last_merge = time.monotonic()
+            merge_segments(self.index)
+        return done
+
+
+_workers_lock = threading.Lock()
+
+
+def index_for(app) -> SearchIndex:
+    return app.extensions["kb_search"]
+
+
+def worker_enabled(app) -> bool:
+    return bool(app.config.get("SEARCH_BACKGROUND", True) and app.config.get("SEARCH_WORKER", True))
+
+
+def _ensure_worker(app) -> None:
+    if not worker_enabled(app):
+        return
+    worker = app.extensions.get("kb_search_worker")
+    if worker is not None and worker.alive():
+        return
+    with _workers_lock:
+        worker = app.extensions.get("kb_search_worker")
+        if worker is None or not worker.alive():
+            app.extensions["kb_search_worker"] = Worker(app.extensions["kb_db"], index_for(app)).start()
+
+
+def init_app(app) -> None:
+    """Attach the index to the app, repair a missing or damaged one, and start the worker on first request.
+
+    Config: SEARCH_BACKGROUND (the worker thread; default on), SEARCH_SYNC_REBUILD_LIMIT (at most this many pages
+    are rebuilt before serving; a bigger broken index is rebuilt by the worker while search answers "unavailable").
+    """
+    data_dir = app.config["DATA_DIR"]
+    index = SearchIndex(os.path.join(data_dir, "index"))
+    app.extensions["kb_search"] = index
+    db = app.extensions["kb_db"]
+    ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
+    app.before_request(lambda: _ensure_worker(app))
+
+
+def rebuild_app_index(app, progress: Callable[[str, int, int], None] | None = None) -> int:
+    """`kb reindex`: rebuild this app's index; returns the number of pages indexed."""
+    index = index_for(app)
+    report = rebuild(app.extensions["kb_db"], index.data_dir, progress=progress)
+    index.close()
+    index.damaged = False
+    return report.pages
+
+
+def check_app_index(app, repair: bool = False) -> CheckReport:
+    """`kb check [--repair]`: compare database and index; with repair, fix the drift and report what is left."""
+    db, index = app.extensions["kb_db"], index_for(app)
+    report = check(db, index)
+    if repair and not report.ok:
+        report = _repair(db, index, report)
+    return report
+
+
+def kick(app, background: bool | None = None) -> None:
+    """Called after a commit that queued index work; never raises.
+
+    Where this process runs the index worker (a server), the worker is woken and indexes the save right after the
+    response, so saving does not wait for the index; otherwise (tests, commands) the queue is worked off here.
+    """
+    if background is None:
+        background = bool(app.config.get("SEARCH_WORKER", not app.testing))
+    if background and not worker_enabled(app):
+        background = False  # nobody else would do it
+    if not background:
+        try:
+            db, index = app.extensions["kb_db"], index_for(app)
+            if not index.exists():
+                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
+                ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
+            process_queue(db, index, wait=0.25, max_batches=2)
+        except Exception:
+            log.exception("search index update after save failed; the worker will retry")
+    try:
+        _ensure_worker(app)
+        worker = app.extensions.get("kb_search_worker")
+        if worker is not None:
+            worker.wake.set()
+    except Exception:
+        log.exception("could not wake the search index worker")
