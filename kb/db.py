@@ -45,18 +45,18 @@ def make_engine(url: str) -> Engine:
 
 # Changes that no page shows: sign-in bookkeeping, queues, drafts, progress, logs, and the HTML cache itself.
 _UNSHOWN_TABLES = {"sign_in_failures", "index_queue", "drafts", "tour_reads", "audit_log", "api_tokens",
-                   "invitations", "settings", "generation"}
+                   "invitations", "settings", "generation", "rendered_views"}
 _UNSHOWN_COLUMNS = {("users", "last_visit_at"), ("users", "previous_visit_at"), ("users", "session_version"),
                     ("users", "password_hash"), ("revisions", "html")}
 
 
-def _shown_change(obj) -> bool:
+def _shown_change(obj, updated: bool) -> bool:
+    """Does adding, deleting (updated=False) or updating (updated=True) this object change what a page shows?"""
     table = obj.__table__.name
     if table in _UNSHOWN_TABLES:
         return False
-    state = inspect(obj)
-    if state.persistent and not state.deleted:
-        changed = {a.key for a in state.attrs if a.history.has_changes()}
+    if updated:
+        changed = {a.key for a in inspect(obj).attrs if a.history.has_changes()}
         return any((table, c) not in _UNSHOWN_COLUMNS for c in changed)
     return True
 
@@ -66,7 +66,8 @@ def _track_changes(factory: sessionmaker) -> None:
 
     @event.listens_for(factory, "before_flush")
     def _before_flush(session, _ctx, _instances):
-        if any(_shown_change(o) for o in (*session.new, *session.dirty, *session.deleted)):
+        if (any(_shown_change(o, False) for o in (*session.new, *session.deleted))
+                or any(_shown_change(o, True) for o in session.dirty if o not in session.deleted)):
             session.info["kb_changed"] = True
 
     @event.listens_for(factory, "do_orm_execute")
@@ -78,8 +79,8 @@ def _track_changes(factory: sessionmaker) -> None:
 
     @event.listens_for(factory, "before_commit")
     def _before_commit(session):
+        session.flush()  # before_commit runs before the last flush: flush now so before_flush sees every change
         if session.info.pop("kb_changed", False):
-            session.flush()
             if session.execute(update(Generation).where(Generation.id == 1)
                                .values(value=Generation.value + 1)).rowcount == 0:
                 session.add(Generation(id=1, value=1))
@@ -95,6 +96,53 @@ def generation(session: Session) -> int:
     return session.scalar(select(Generation.value).where(Generation.id == 1)) or 0
 
 
+class FastReader:
+    """Reads for the hottest paths (who is signed in, a page view) on a plain driver connection.
+
+    A statement is still written with SQLAlchemy Core and compiled once for the database in use, so it stays
+    portable; only the per-call work of sessions and result objects (most of the cost of a one-row read) is skipped.
+    Rows come back as the driver gives them: JSON and date columns are not converted. Reads only: each statement
+    sees one consistent snapshot; there is no transaction around several.
+    """
+
+    _compiled: dict = {}
+
+    def __init__(self, db: "Database"):
+        self._db = db
+        self._conn = None
+
+    def _prepare(self, statement):
+        key = (id(statement), self._db.engine.dialect.name)
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = statement.compile(dialect=self._db.engine.dialect)
+            order = compiled.positiontup if compiled.positional else None
+            defaults = {name: bind.value for name, bind in compiled.binds.items()}
+            found = self._compiled[key] = (str(compiled), order, defaults, statement)
+        return found
+
+    def one(self, statement, params: dict) -> tuple | None:
+        sql, order, defaults, _ = self._prepare(statement)
+        values = {**defaults, **params}
+        if self._conn is None:
+            self._conn = self._db.engine.raw_connection()
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(sql, tuple(values[name] for name in order) if order is not None else values)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                if self._db.engine.dialect.name != "sqlite":
+                    conn.rollback()  # SQLite runs in autocommit here; others end the read transaction
+            finally:
+                conn.close()  # back to the pool
+
+
 class Database:
     """The engine and the two session factories: readers (deferred) and writers (lock taken up front)."""
 
@@ -102,8 +150,12 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(self.engine.execution_options(kb_write=True), expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(kb_write=True)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         _track_changes(self._write)
+
+    def fast_reader(self) -> "FastReader":
+        return FastReader(self)
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -123,6 +175,11 @@ class Database:
             raise
         finally:
             session.close()
+
+    def write_connection(self):
+        """A Core connection in a write transaction (lock taken up front), committed on success: for derived data
+        written outside the ORM, which never counts as a change pages show."""
+        return self._write_engine.begin()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -300,6 +301,21 @@ class Generation(Base):
     value: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class RenderedView(Base):
+    """A page's rendered body as one reader saw it at one generation: page views are served from here.
+
+    Derived data, like the search index and the per-revision HTML: kept in the database so that every server
+    process shares it and a backup or restore carries it consistently with the generation it was made at. Rows
+    of older generations are never read again and are pruned.
+    """
+
+    __tablename__ = "rendered_views"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    html: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Draft(Base):
     """Work in progress of a multi-step form (the handover wizard), kept between steps."""
 
@@ -316,5 +332,5 @@ class Draft(Base):
 __all__ = [
     "Base", "User", "ApiToken", "Invitation", "SignInFailure", "AuditEntry", "Page", "Revision", "Link",
     "PageTag", "SlugRedirect", "IndexQueueEntry", "Tour", "TourStop", "TourRevision", "TourRead", "Watch",
-    "Draft", "Setting", "Generation", "ROLES", "VISIBILITIES", "utcnow", "date",
+    "Draft", "Setting", "Generation", "RenderedView", "ROLES", "VISIBILITIES", "utcnow", "date",
 ]

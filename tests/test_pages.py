@@ -204,3 +204,20 @@ def test_generation_moves_with_shown_changes_only(app, db, admin):
     assert current() == after_save
     save(db, admin, "Routine", "v2", base=1)
     assert current() > after_save
+
+
+def test_generation_moves_when_a_row_is_deleted(app, db, admin):
+    """Deleting a row a page shows (here: a watch, which flips the Watch button) is a shown change too."""
+    from kb.db import generation
+    from kb.models import Watch
+
+    save(db, admin, "Routine", "v1")
+    with db.writing() as s:
+        page = s.scalar(select(Page))
+        s.add(Watch(user_id=admin.user_id, page_id=page.id))
+    with db.reading() as s:
+        before = generation(s)
+    with db.writing() as s:
+        s.delete(s.scalar(select(Watch)))
+    with db.reading() as s:
+        assert generation(s) > before

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 
 from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request,
                    session, url_for)
-from markupsafe import Markup
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup, escape
 
-from kb import access, kinds, pages, search
+from kb import access, kinds, pages, search, viewcache
 from kb.db import generation
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.views import current_viewer, db_session, kick_index, now, require_reader
+from kb.views import current_viewer, db_session, fast_reader, kick_index, now, require_reader
 from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
@@ -82,39 +85,103 @@ def _load(slug: str):
 
 @bp.route("/wiki/<slug>")
 def view(slug: str):
+    """A page. Served from its stored rendering when nothing it shows has changed (kb.viewcache), else rendered."""
     require_reader()
     viewer = current_viewer()
-    s = db_session()
-    try:
-        page = _load(slug)
-    except NotFound:
-        guess = slug.replace("-", " ")
-        return render_template("wiki/missing.html", slug=slug,
-                               title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
-    key = (page.id, page.revision, viewer, session.get("csrf_token"), generation(s), now().date())
-    fragments = current_app.extensions.setdefault("kb_page_fragments", _Fragments())
-    body = fragments.get(key)
+    suffix = viewcache.reader_suffix(viewer, now().date(), _marks()["csrf"])
+    head = viewcache.lookup(fast_reader(), slug, suffix)
+    if head is None or not access.can_read_page(viewer, head) or "_flashes" in session:
+        # An old address, a missing or hidden page, or a message to show: the ordinary way.
+        s = db_session()
+        try:
+            page = _load(slug)
+        except NotFound:
+            guess = slug.replace("-", " ")
+            return render_template("wiki/missing.html", slug=slug,
+                                   title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
+        body = _page_body(s, viewer, page, suffix, generation(s))
+        return render_template("wiki/view.html", page=page, body=Markup(_with_csrf(body)))
+    title, body = head.title, viewcache.decode(head.html)
     if body is None:
-        html = pages.current_html(s, viewer, page, cache_store=_store_cache)
-        linked = pages.backlinks_by_field(s, viewer, page)
-        link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
-        body = Markup(render_template(
-            "wiki/_page.html", page=page, html=html, linked=linked, link_titles=link_titles,
-            backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(), key=lambda p: p.title.lower()),
-            derived=derived_facts(page, linked), may_edit=access.can_edit_page(viewer, page)))
-        fragments.put(key, body)
-    return render_template("wiki/view.html", page=page, body=body)
+        s = db_session()  # rendered from this session's snapshot, so stored under its generation
+        page = pages.get_page(s, viewer, slug)
+        title, body = page.title, _page_body(s, viewer, page, suffix, generation(s))
+    before_title, before_body, after_body = _chrome(viewer)
+    return Response(_with_csrf(before_title + str(escape(title)) + before_body + body + after_body),
+                    mimetype="text/html")
 
 
-class _Fragments:
-    """A small LRU of rendered page bodies, one per app in each process.
+def _marks() -> dict[str, str]:
+    app = current_app._get_current_object()
+    marks = app.extensions.get("kb_view_marks")
+    if marks is None:
+        key = app.config["SECRET_KEY"]
+        marks = app.extensions["kb_view_marks"] = {n: viewcache.mark(key, n) for n in ("csrf", "title", "body")}
+    return marks
 
-    The key holds everything the body depends on: the page and its revision, who is reading (their role and name,
-    and their session's CSRF token, which the body's forms carry), the database generation (bumped by every commit
-    that changes anything a page shows: backlinks, verification, watching...) and the day (verification expires).
+
+def _with_csrf(html: str) -> str:
+    return html.replace(_marks()["csrf"], _csrf_token())
+
+
+SIGNED_CSRF_REUSE_SECONDS = 300
+
+
+def _csrf_token() -> str:
+    """The session's CSRF token, signed. Signing costs as much as the rest of a stored page view, so a signature
+    is reused for a few minutes (a token stays valid for WTF_CSRF_TIME_LIMIT, an hour by default, after signing)."""
+    signed = current_app.extensions.setdefault("kb_signed_csrf", _Lru(1024))
+    raw = session.get("csrf_token")
+    found = signed.get(raw) if raw else None
+    if found is not None and time.monotonic() - found[1] < SIGNED_CSRF_REUSE_SECONDS:
+        return found[0]
+    token = generate_csrf()
+    signed.put(session["csrf_token"], (token, time.monotonic()))
+    return token
+
+
+def _page_body(s, viewer, page, suffix: str, gen: int) -> str:
+    """The page's body for this reader with CSRF marks in its forms: the stored one, or rendered now and stored."""
+    key = viewcache.view_key(page.id, page.revision, suffix)
+    body = viewcache.stored(s, key, gen)
+    if body is not None:
+        return body
+    html = pages.current_html(s, viewer, page, cache_store=_store_cache)
+    linked = pages.backlinks_by_field(s, viewer, page)
+    link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
+    body = render_template(
+        "wiki/_page.html", page=page, html=html, linked=linked, link_titles=link_titles,
+        backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(), key=lambda p: p.title.lower()),
+        derived=derived_facts(page, linked), may_edit=access.can_edit_page(viewer, page),
+        csrf_token=lambda: _marks()["csrf"])
+    viewcache.store_for(current_app).put(key, gen, body)
+    return body
+
+
+def _chrome(viewer) -> tuple[str, str, str]:
+    """The site layout around a page view for this reader, cut where the title and the body go.
+
+    Kept per process: it depends only on who is reading (name, role, label) and on the code. Forms carry the CSRF
+    mark, replaced per request like the body's.
     """
+    chromes = current_app.extensions.setdefault("kb_view_chrome", _Lru(256))
+    key = (viewer, current_user.label if viewer.signed_in else "")
+    parts = chromes.get(key)
+    if parts is None:
+        marks = _marks()
+        html = render_template("wiki/view.html", page={"title": marks["title"]}, body=Markup(marks["body"]),
+                               csrf_token=lambda: marks["csrf"])
+        head, rest = html.split(marks["title"], 1)
+        middle, tail = rest.split(marks["body"], 1)
+        parts = (head, middle, tail)
+        chromes.put(key, parts)
+    return parts
 
-    def __init__(self, size: int = 256):
+
+class _Lru:
+    """A small thread-safe LRU."""
+
+    def __init__(self, size: int):
         self.size = size
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
