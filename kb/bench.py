@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 WORDS = ("assessment writing rubric teachers benchmark scoring literacy math coaching principal superintendent "
@@ -173,53 +174,92 @@ def hello():
 '''
 
 
-def bench_serving(data_dir: str, slugs: list[str], seconds: float, runs: int) -> dict:
-    """Page views under `kb serve` (2 workers) against a bare Flask endpoint served the same way, same run."""
+@contextmanager
+def _served(data_dir: str):
+    """`kb serve` with two workers on `data_dir`: yields (port, master process), stops it afterwards."""
     env = dict(os.environ, KB_DATA_DIR=data_dir)
-    kb_port, hello_port = free_port(), free_port()
-    kb_bin = str(Path(sys.executable).parent / "kb")
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "kb"), "serve", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(port, "/login")
+        yield port, proc
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def bench_serving(data_dir: str, slugs: list[str], seconds: float, runs: int,
+                  search_paths: list[str] | None = None) -> dict:
+    """Page views under `kb serve` (2 workers) against a bare Flask endpoint served the same way, same run; then,
+    given search_paths, searches over HTTP."""
     gunicorn_bin = str(Path(sys.executable).parent / "gunicorn")
     hello_dir = tempfile.mkdtemp()
     Path(hello_dir, "hello_app.py").write_text(HELLO_APP)
-    kb_proc = subprocess.Popen([kb_bin, "serve", "--port", str(kb_port), "--workers", "2"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hello_port = free_port()
     hello_proc = subprocess.Popen([gunicorn_bin, "--workers", "2", "--bind", f"127.0.0.1:{hello_port}",
                                    "hello_app:app"], cwd=hello_dir, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
     try:
-        wait_for(kb_port, "/login")
-        wait_for(hello_port, "/hello")
-        cookie = _login_cookie(kb_port)
-        paths = [f"/wiki/{s}" for s in slugs]
-        headers = {"Cookie": cookie}
-        # First views: every page once, in order, as after an import or any change (each is rendered and stored).
-        first = _load_each(kb_port, paths, headers, 8)
-        view_runs, hello_runs = [], []
-        for _ in range(runs):
-            view_runs.append(_load(kb_port, paths, headers, seconds, 8))
-            hello_runs.append(_load(hello_port, ["/hello"], {}, seconds, 8))
-        view_rps = statistics.median(r["rps"] for r in view_runs)
-        hello_rps = statistics.median(r["rps"] for r in hello_runs)
-        return {
-            "first_view_rps": round(first["rps"], 1),
-            "first_view_p50_ms": round(first["p50_ms"], 2),
-            "first_view_p95_ms": round(first["p95_ms"], 2),
-            "page_view_rps": round(view_rps, 1),
-            "page_view_p50_ms": round(statistics.median(r["p50_ms"] for r in view_runs), 2),
-            "page_view_p95_ms": round(statistics.median(r["p95_ms"] for r in view_runs), 2),
-            "page_view_errors": sum(r["errors"] for r in view_runs),
-            "hello_rps": round(hello_rps, 1),
-            "view_to_hello_ratio": round(view_rps / hello_rps, 3),
-            "worker_peak_rss_mb": [round(x, 1) for x in worker_peak_rss_mb(kb_proc.pid)],
-        }
+        with _served(data_dir) as (kb_port, kb_proc):
+            wait_for(hello_port, "/hello")
+            headers = {"Cookie": _login_cookie(kb_port)}
+            paths = [f"/wiki/{s}" for s in slugs]
+            # First views: every page once, in order, as after an import or any change (each rendered and stored).
+            first = _load_each(kb_port, paths, headers, 8)
+            view_runs, hello_runs = [], []
+            for _ in range(runs):
+                view_runs.append(_load(kb_port, paths, headers, seconds, 8))
+                hello_runs.append(_load(hello_port, ["/hello"], {}, seconds, 8))
+            view_rps = statistics.median(r["rps"] for r in view_runs)
+            hello_rps = statistics.median(r["rps"] for r in hello_runs)
+            result = {
+                "first_view_rps": round(first["rps"], 1),
+                "first_view_p50_ms": round(first["p50_ms"], 2),
+                "first_view_p95_ms": round(first["p95_ms"], 2),
+                "page_view_rps": round(view_rps, 1),
+                "page_view_p50_ms": round(statistics.median(r["p50_ms"] for r in view_runs), 2),
+                "page_view_p95_ms": round(statistics.median(r["p95_ms"] for r in view_runs), 2),
+                "page_view_errors": sum(r["errors"] for r in view_runs),
+                "hello_rps": round(hello_rps, 1),
+                "view_to_hello_ratio": round(view_rps / hello_rps, 3),
+            }
+            if search_paths:
+                result["search_http"] = search_over_http(kb_port, headers, search_paths, seconds)
+            result["worker_peak_rss_mb"] = [round(x, 1) for x in worker_peak_rss_mb(kb_proc.pid)]
+            return result
     finally:
-        for proc in (kb_proc, hello_proc):
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(hello_proc)
         shutil.rmtree(hello_dir, ignore_errors=True)
+
+
+def search_paths(db, n: int = 200) -> list[str]:
+    """The in-process benchmark's query mix as /api/search requests (top 10 with snippets, facets, suggestion)."""
+    from urllib.parse import urlencode
+
+    from kb.bench_search import sample_queries
+
+    return [f"/api/search?{urlencode(q)}" for q in sample_queries(db, n)]
+
+
+def search_over_http(port: int, headers: dict, paths: list[str], seconds: float) -> dict:
+    """Search latency over HTTP one query at a time (as one person searching), then throughput at concurrency 8."""
+    for path in paths[:10]:
+        _get(port, path, headers)  # each worker opens its searcher
+    timings = [_get(port, path, headers) for path in paths]
+    latencies = [t for t, _ in timings]
+    loaded = _load(port, paths, headers, seconds, 8)
+    return {"queries": len(paths), "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+            "p95_ms": round(percentile(latencies, 95) * 1000, 2), "errors": sum(not ok for _, ok in timings),
+            "rps_at_concurrency_8": round(loaded["rps"], 1), "p95_ms_at_concurrency_8": round(loaded["p95_ms"], 2),
+            "errors_at_concurrency_8": loaded["errors"]}
 
 
 def _login_cookie(port: int) -> str:
@@ -322,10 +362,36 @@ def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
 
     slugs = [f"synthetic-page-{i}" for i in range(pages)]
     results["save"] = bench_saves(app, slugs, 60)
+    queries = search_paths(db)
     db.dispose()
-    results["serving"] = bench_serving(str(data_dir), slugs, seconds, runs)
+    results["serving"] = bench_serving(str(data_dir), slugs, seconds, runs, queries)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def run_existing(data_dir: str, seconds: float) -> dict:
+    """Search figures for an instance that already exists (say, a kept 100,000-page corpus): in-process without a
+    rebuild, and over HTTP under `kb serve`, with worker memory. Adds a reader account `bench` if there is none."""
+    from sqlalchemy import func, select
+
+    from kb import accounts, bench_search, create_app
+    from kb.models import Page, User
+
+    app = create_app({"DATA_DIR": data_dir, "SEARCH_WORKER": False})
+    db = app.extensions["kb_db"]
+    with db.writing() as s:
+        if s.scalar(select(User).where(User.name == "bench")) is None:
+            accounts.create_user(s, "bench", "reader", "bench-password-123")
+    with db.reading() as s:
+        results: dict = {"pages": s.scalar(select(func.count()).select_from(Page).where(Page.deleted_at.is_(None))),
+                         "cpus": os.cpu_count()}
+    results["search"] = bench_search.bench_search(db, data_dir, n_queries=200, rebuild=False)
+    queries = search_paths(db)
+    db.dispose()
+    with _served(data_dir) as (port, proc):
+        results["search_http"] = search_over_http(port, {"Cookie": _login_cookie(port)}, queries, seconds)
+        results["worker_peak_rss_mb"] = [round(x, 1) for x in worker_peak_rss_mb(proc.pid)]
     return results
 
 
@@ -335,8 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each serving measurement (median reported)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each serving run")
     parser.add_argument("--keep", help="work directory to keep (corpus and data)")
+    parser.add_argument("--data", help="measure search on this existing data directory instead (no corpus, no "
+                                           "import, no page views)")
     args = parser.parse_args(argv)
-    results = run(args.pages, args.runs, args.seconds, args.keep)
+    if args.data:
+        results = run_existing(args.data, args.seconds)
+    else:
+        results = run(args.pages, args.runs, args.seconds, args.keep)
     print(json.dumps(results, indent=2))
 
 

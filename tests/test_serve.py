@@ -77,3 +77,34 @@ def test_requests_in_the_workers_do_not_share_who_is_signed_in(served):
         assert "+ New page" not in request(port, "GET", "/", cookie=reader)[2]
         status, headers, _ = request(port, "GET", "/")
         assert status == 302 and "/login" in headers["Location"]
+
+
+def test_stored_page_views_follow_a_change_made_in_another_process(served):
+    """Both workers serve stored views; a save (in whichever worker) shows up in every worker's next view."""
+    port, env = served
+    token = subprocess.run([KB, "token", "create", "admin"], env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+
+    def put(body, base):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("PUT", "/api/pages/stored-view-check",
+                     body=json.dumps({"title": "Stored view check", "body": body, "base_revision": base}),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status in (200, 201), r.status
+
+    put("First text. See [[Writing assessment case]].", None)
+    cookie = sign_in(port, "admin", ADMIN_PASSWORD)
+    pages = [request(port, "GET", "/wiki/stored-view-check", cookie=cookie)[2] for _ in range(6)]
+    assert all("First text." in p for p in pages)
+    assert all(re.search(r'name="csrf_token" value="[^"]{20,}"', p) for p in pages)
+    assert "kb-csrf-" not in "".join(pages)  # forms carry real tokens, never the stored mark
+    backlinks = request(port, "GET", "/wiki/writing-assessment-case", cookie=cookie)[2].split("What links here")[1]
+    assert "/wiki/stored-view-check" in backlinks
+    put("Second text.", 1)
+    for _ in range(6):  # whichever worker answers, it has seen the change
+        page = request(port, "GET", "/wiki/stored-view-check", cookie=cookie)[2]
+        assert "Second text." in page and "First text." not in page
+        backlinks = request(port, "GET", "/wiki/writing-assessment-case", cookie=cookie)[2].split("What links here")[1]
+        assert "/wiki/stored-view-check" not in backlinks
