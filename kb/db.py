@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from kb.models import Base, Generation
+from kb.models import Base, Generation, Page
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -159,6 +159,11 @@ class Database:
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            # Upgrades: the full index on pages.deleted_at misled SQLite's planner (see models.Page).
+            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_pages_deleted_at")
+            for index in Page.__table__.indexes:
+                index.create(conn, checkfirst=True)
 
     def session(self, write: bool = False) -> Session:
         return (self._write if write else self._read)()
