@@ -362,9 +362,13 @@ def _end_note(bar: Bar) -> str:
 
 
 def _pack(bars: list[Bar], scale: Callable[[float], float]) -> list[list[tuple[Bar, bool]]]:
-    """Bars placed on rows so that no bar or label overlaps another; (bar, label inside the bar) per row."""
+    """Bars placed on rows so that no bar or label overlaps another; (bar, label inside the bar) per row.
+
+    Each bar goes on the first row (lowest index) with room for it, found through _FirstFree in log time: a linear
+    scan over thousands of rows took half a second at 10,000 pages.
+    """
     rows: list[list[tuple[Bar, bool]]] = []
-    ends: list[float] = []
+    free = _FirstFree()
     for bar in bars:
         x0, x1 = scale(bar.x0), scale(bar.x1)
         label_w = len(_short(bar.title)) * CHAR_W + 10
@@ -372,15 +376,49 @@ def _pack(bars: list[Bar], scale: Callable[[float], float]) -> list[list[tuple[B
         note_w = (len(note) * CHAR_W * 0.92 + 16) if note else 0
         inside = label_w <= (x1 - x0)
         right = x1 + note_w + (0 if inside else label_w + 4)
-        for i, end in enumerate(ends):
-            if x0 >= end + 6:
-                rows[i].append((bar, inside))
-                ends[i] = right
-                break
-        else:
-            rows.append([(bar, inside)])
-            ends.append(right)
+        i = free.first_at_most(x0 - 6)
+        if i is None:
+            rows.append([])
+            i = free.append()
+        rows[i].append((bar, inside))
+        free.set(i, right)
     return rows
+
+
+class _FirstFree:
+    """Row ends in a segment tree of minimums: the first row whose end is at most x, in log time."""
+
+    def __init__(self):
+        self.size = 1
+        self.count = 0
+        self.tree = [float("inf")] * 2
+
+    def append(self) -> int:
+        if self.count == self.size:
+            leaves = self.tree[self.size:]
+            self.size *= 2
+            self.tree = [float("inf")] * (2 * self.size)
+            self.tree[self.size:self.size + len(leaves)] = leaves
+            for node in range(self.size - 1, 0, -1):
+                self.tree[node] = min(self.tree[2 * node], self.tree[2 * node + 1])
+        self.count += 1
+        return self.count - 1
+
+    def set(self, i: int, end: float) -> None:
+        node = self.size + i
+        self.tree[node] = end
+        node //= 2
+        while node:
+            self.tree[node] = min(self.tree[2 * node], self.tree[2 * node + 1])
+            node //= 2
+
+    def first_at_most(self, x: float) -> int | None:
+        if self.tree[1] > x:
+            return None
+        node = 1
+        while node < self.size:
+            node = 2 * node if self.tree[2 * node] <= x else 2 * node + 1
+        return node - self.size
 
 
 def render_svg(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -> str:

@@ -260,3 +260,23 @@ def test_calendar_filters_by_tag_and_owner(client, auth, make_page, routines):
     data = client.get("/api/calendar?owner=writing-teachers").get_json()
     assert {r["slug"] for rs in data["months"].values() for r in rs} | {r["slug"] for r in data["unscheduled"]} == {
         "scoring-days", "data-review"}
+
+
+def test_bars_go_on_the_first_row_with_room():
+    """The log-time packing places bars exactly as a plain first-fit scan over the rows would."""
+    import random
+
+    from kb.timeline import _FirstFree
+
+    rng = random.Random(5)
+    free, ends = _FirstFree(), []
+    for _ in range(3000):
+        x0, right = rng.uniform(0, 1000), rng.uniform(0, 1200)
+        expected = next((i for i, end in enumerate(ends) if x0 - 6 >= end), None)
+        got = free.first_at_most(x0 - 6)
+        assert got == expected
+        if got is None:
+            ends.append(right)
+            got = free.append()
+        ends[got] = right
+        free.set(got, right)
