@@ -92,6 +92,40 @@ class SecurityMiddleware:
         return self.wsgi_app(environ, start)
 
 
+class Lru:
+    """A small thread-safe LRU (caches kept in memory by one worker)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def app_lru(name: str, size: int) -> Lru:
+    """The current app's LRU called `name`, made on first use."""
+    cache = current_app.extensions.get(name)
+    if cache is None:
+        cache = current_app.extensions[name] = Lru(size)
+    return cache
+
+
 class VerifiedCookieSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, remembering the cookies it verified in the last minute.
 
@@ -105,8 +139,7 @@ class VerifiedCookieSessions(SecureCookieSessionInterface):
 
     def __init__(self):
         self._serializers: dict = {}
-        self._verified: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._verified = Lru(self.REMEMBER_COOKIES)
 
     @staticmethod
     def _keys(app: Flask) -> tuple:
@@ -119,8 +152,7 @@ class VerifiedCookieSessions(SecureCookieSessionInterface):
         serializer = self._serializers.get(keys)
         if serializer is None:
             serializer = super().get_signing_serializer(app)
-            with self._lock:
-                self._serializers = {keys: serializer}  # only the current keys are worth keeping
+            self._serializers = {keys: serializer}  # only the current keys are worth keeping
         return serializer
 
     def open_session(self, app: Flask, request):
@@ -128,17 +160,12 @@ class VerifiedCookieSessions(SecureCookieSessionInterface):
         if not value or not app.secret_key:
             return super().open_session(app, request)
         key = (self._keys(app), value)
-        with self._lock:
-            found = self._verified.get(key)
+        found = self._verified.get(key)
         if found is not None and time.monotonic() - found[1] < self.REMEMBER_SECONDS:
             return self.session_class(copy.deepcopy(found[0]))
         session = super().open_session(app, request)
         if session is not None and session:  # verified (a bad signature gives an empty session)
-            with self._lock:
-                self._verified[key] = (copy.deepcopy(dict(session)), time.monotonic())
-                self._verified.move_to_end(key)
-                while len(self._verified) > self.REMEMBER_COOKIES:
-                    self._verified.popitem(last=False)
+            self._verified.put(key, (copy.deepcopy(dict(session)), time.monotonic()))
         return session
 
 

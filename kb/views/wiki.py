@@ -1,9 +1,7 @@
 """Pages in the browser: view, create, edit with preview, history, diff, revert, rename, delete and restore."""
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 
 from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request,
                    session, url_for)
@@ -14,7 +12,7 @@ from markupsafe import Markup, escape
 from kb import access, kinds, pages, search, viewcache
 from kb.db import generation
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.views import current_viewer, db_session, fast_reader, kick_index, now, require_reader
+from kb.views import app_lru, current_viewer, db_session, fast_reader, kick_index, now, require_reader
 from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
@@ -104,8 +102,10 @@ def view(slug: str):
     title, body = head.title, viewcache.decode(head.html)
     if body is None:
         s = db_session()  # rendered from this session's snapshot, so stored under its generation
-        page = pages.get_page(s, viewer, slug)
-        title, body = page.title, _page_body(s, viewer, page, suffix, generation(s))
+        page, gen = pages.get_page(s, viewer, slug), generation(s)
+        # The lookup found nothing stored; look again only if something changed in between.
+        moved = (page.revision, gen) != (head.revision, head.generation)
+        title, body = page.title, _page_body(s, viewer, page, suffix, gen, look=moved)
     before_title, before_body, after_body = _chrome(viewer)
     return Response(_with_csrf(before_title + str(escape(title)) + before_body + body + after_body),
                     mimetype="text/html")
@@ -130,7 +130,7 @@ SIGNED_CSRF_REUSE_SECONDS = 300
 def _csrf_token() -> str:
     """The session's CSRF token, signed. Signing costs as much as the rest of a stored page view, so a signature
     is reused for a few minutes (a token stays valid for WTF_CSRF_TIME_LIMIT, an hour by default, after signing)."""
-    signed = current_app.extensions.setdefault("kb_signed_csrf", _Lru(1024))
+    signed = app_lru("kb_signed_csrf", 1024)
     raw = session.get("csrf_token")
     found = signed.get(raw) if raw else None
     if found is not None and time.monotonic() - found[1] < SIGNED_CSRF_REUSE_SECONDS:
@@ -140,10 +140,11 @@ def _csrf_token() -> str:
     return token
 
 
-def _page_body(s, viewer, page, suffix: str, gen: int) -> str:
-    """The page's body for this reader with CSRF marks in its forms: the stored one, or rendered now and stored."""
+def _page_body(s, viewer, page, suffix: str, gen: int, look: bool = True) -> str:
+    """The page's body for this reader with CSRF marks in its forms: the stored one (unless the caller already
+    looked), or rendered now and stored."""
     key = viewcache.view_key(page.id, page.revision, suffix)
-    body = viewcache.stored(s, key, gen)
+    body = viewcache.stored(s, key, gen) if look else None
     if body is not None:
         return body
     html = pages.current_html(s, viewer, page, cache_store=_store_cache)
@@ -164,7 +165,7 @@ def _chrome(viewer) -> tuple[str, str, str]:
     Kept per process: it depends only on who is reading (name, role, label) and on the code. Forms carry the CSRF
     mark, replaced per request like the body's.
     """
-    chromes = current_app.extensions.setdefault("kb_view_chrome", _Lru(256))
+    chromes = app_lru("kb_view_chrome", 256)
     key = (viewer, current_user.label if viewer.signed_in else "")
     parts = chromes.get(key)
     if parts is None:
@@ -176,28 +177,6 @@ def _chrome(viewer) -> tuple[str, str, str]:
         parts = (head, middle, tail)
         chromes.put(key, parts)
     return parts
-
-
-class _Lru:
-    """A small thread-safe LRU."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
 
 
 def derived_facts(page, linked: dict) -> list[tuple[str, list]]:
