@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from pathlib import Path
 
 from flask import Flask
@@ -36,8 +37,31 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+class KnowledgeBase(Flask):
+    """Flask, remembering which views and hooks are plain functions.
+
+    Flask asks whether each one is a coroutine function every time it calls it, seven times for a page view; the
+    answer for a given function never changes.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plain_functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def ensure_sync(self, func):
+        try:
+            if self._plain_functions.get(func):
+                return func
+        except TypeError:  # not weakly referenceable: ask every time
+            return super().ensure_sync(func)
+        wrapped = super().ensure_sync(func)
+        if wrapped is func:
+            self._plain_functions[func] = True
+        return wrapped
+
+
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = KnowledgeBase(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     data_dir = Path((test_config or {}).get("DATA_DIR") or os.environ.get("KB_DATA_DIR") or ROOT / "instance")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ Any other SQLAlchemy URL (PostgreSQL) works with no code change.
 """
 from __future__ import annotations
 
+import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -125,7 +127,7 @@ class FastReader:
         sql, order, defaults, _ = self._prepare(statement)
         values = {**defaults, **params}
         if self._conn is None:
-            self._conn = self._db.engine.raw_connection()
+            self._conn = self._db.read_connection()
         cursor = self._conn.cursor()
         try:
             cursor.execute(sql, tuple(values[name] for name in order) if order is not None else values)
@@ -136,11 +138,7 @@ class FastReader:
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            try:
-                if self._db.engine.dialect.name != "sqlite":
-                    conn.rollback()  # SQLite runs in autocommit here; others end the read transaction
-            finally:
-                conn.close()  # back to the pool
+            self._db.release_read_connection(conn)
 
 
 class Database:
@@ -153,6 +151,32 @@ class Database:
         self._write_engine = self.engine.execution_options(kb_write=True)
         self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         _track_changes(self._write)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._readers = threading.local()
+
+    def read_connection(self):
+        """A driver connection for FastReader's plain reads.
+
+        SQLite: one per thread, kept open (a read outside a transaction sees the latest commit, and taking a
+        connection from the pool and giving it back cost more than the read itself); never one opened before a fork.
+        Other databases: one from the pool, for release_read_connection to give back.
+        """
+        if not self._sqlite:
+            return self.engine.raw_connection()
+        local = self._readers
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self.engine.raw_connection()
+            local.conn.detach()  # this thread's own, outside the pool's count; closed with the thread or dispose()
+            local.pid = os.getpid()
+        return local.conn
+
+    def release_read_connection(self, conn) -> None:
+        if self._sqlite:
+            return  # kept for the thread's next read; SQLite runs these reads in autocommit
+        try:
+            conn.rollback()  # end the read transaction
+        finally:
+            conn.close()  # back to the pool
 
     def fast_reader(self) -> "FastReader":
         return FastReader(self)
@@ -195,4 +219,5 @@ class Database:
             session.close()  # ends the transaction; loaded objects stay readable
 
     def dispose(self) -> None:
+        self._readers = threading.local()  # drops the kept read connections (a thread's own closes with it)
         self.engine.dispose()

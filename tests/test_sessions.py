@@ -81,3 +81,35 @@ def test_remembered_cookies_expire(app, make_page, monkeypatch):
     monkeypatch.setattr(VerifiedCookieSessions, "get_signing_serializer", counting)
     assert client.get("/wiki/staff-only").status_code == 200
     assert checked  # verified again, not taken from memory
+
+
+def test_a_remembered_session_with_a_list_is_copied_whole_for_each_request(app):
+    """Flask's flash() appends to the list already in the session; that must not reach the remembered copy."""
+    from flask import session
+
+    with app.test_request_context("/"):
+        session["_flashes"] = [("info", "Saved.")]
+        session["_user_id"] = "1:1"
+        response = app.response_class()
+        app.session_interface.save_session(app, session, response)
+        cookie = response.headers["Set-Cookie"].split(";")[0]
+    opened = []
+    for _ in range(3):  # verified once, then remembered
+        with app.test_request_context("/", headers={"Cookie": cookie}) as ctx:
+            opened.append(app.session_interface.open_session(app, ctx.request))
+    opened[1]["_flashes"].append(("info", "Another."))
+    assert opened[2]["_flashes"] == [("info", "Saved.")]
+    assert opened[0]["_user_id"] == opened[2]["_user_id"] == "1:1"
+
+
+def test_another_cookie_beside_the_session_is_checked_afresh(app, make_page):
+    make_page("Staff Only", visibility="staff", body="For staff.")
+    client = app.test_client()
+    client.post("/login", data={"name": "reader", "password": PASSWORD})
+    assert client.get("/wiki/staff-only").status_code == 200
+    client.set_cookie("theme", "dark")  # the Cookie header changes; the session inside it is the same
+    assert client.get("/wiki/staff-only").status_code == 200
+    stranger = app.test_client()
+    stranger.set_cookie("session", session_cookie(client)[:-3] + "AAA")
+    stranger.set_cookie("theme", "dark")
+    assert stranger.get("/wiki/staff-only").status_code == 302

@@ -225,3 +225,36 @@ def test_views_stored_under_another_secret_key_are_not_served(make_page, app):
     html = client.get("/wiki/handbook").get_data(as_text=True)
     assert viewcache.mark("test-secret", "csrf") not in html
     assert len(stored_rows(app)) == 2  # stored again, under the new key
+
+
+def test_sqlite_read_connection_is_kept_per_thread_and_process(app, make_page, monkeypatch):
+    import os
+    import threading
+
+    from kb.models import Page
+
+    db = app.extensions["kb_db"]
+    first = db.read_connection()
+    assert db.read_connection() is first  # kept for the thread's next request
+    other = []
+    thread = threading.Thread(target=lambda: other.append(db.read_connection()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first  # sqlite3 connections are not shared between threads
+    # A kept connection still sees what other connections commit later (reads run outside a transaction).
+    reader = db.fast_reader()
+    query = select(Page.title).where(Page.slug == "later-page")
+    assert reader.one(query, {}) is None
+    reader.close()
+    make_page("Later Page", body="x")
+    reader = db.fast_reader()
+    assert reader.one(query, {}) == ("Later Page",)
+    reader.close()
+    # In a forked worker the parent's connection is never used.
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+    assert db.read_connection() is not first
+    monkeypatch.setattr(os, "getpid", lambda: pid)
+    kept = db.read_connection()
+    db.dispose()
+    assert db.read_connection() is not kept

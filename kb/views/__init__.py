@@ -129,9 +129,10 @@ def app_lru(name: str, size: int) -> Lru:
 class VerifiedCookieSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, remembering the cookies it verified in the last minute.
 
-    A signed-in reader sends the same session cookie with every request; checking its signature and decoding it
-    again each time was a sizeable part of serving a stored page view. Only a cookie that passed Flask's own check
-    is remembered, under its exact text (a changed cookie is checked afresh), and each request gets its own copy.
+    A signed-in reader sends the same Cookie header with every request; parsing it, checking the signature and
+    decoding the session again each time was a sizeable part of serving a stored page view. Only a session that
+    passed Flask's own check is remembered, under the exact text of the Cookie header it came in (any change is
+    checked afresh), and each request gets its own copy.
     """
 
     REMEMBER_SECONDS = 60.0
@@ -156,16 +157,19 @@ class VerifiedCookieSessions(SecureCookieSessionInterface):
         return serializer
 
     def open_session(self, app: Flask, request):
-        value = request.cookies.get(self.get_cookie_name(app))
-        if not value or not app.secret_key:
+        header = request.environ.get("HTTP_COOKIE")
+        if not header or not app.secret_key:
             return super().open_session(app, request)
-        key = (self._keys(app), value)
+        key = (self._keys(app), self.get_cookie_name(app), header)
         found = self._verified.get(key)
-        if found is not None and time.monotonic() - found[1] < self.REMEMBER_SECONDS:
-            return self.session_class(copy.deepcopy(found[0]))
+        if found is not None and time.monotonic() - found[2] < self.REMEMBER_SECONDS:
+            data, flat = found[0], found[1]
+            return self.session_class(dict(data) if flat else copy.deepcopy(data))
         session = super().open_session(app, request)
         if session is not None and session:  # verified (a bad signature gives an empty session)
-            self._verified.put(key, (copy.deepcopy(dict(session)), time.monotonic()))
+            data = copy.deepcopy(dict(session))
+            flat = all(isinstance(v, (str, int, float, bool, type(None))) for v in data.values())
+            self._verified.put(key, (data, flat, time.monotonic()))
         return session
 
 
@@ -245,9 +249,11 @@ class _AccountRow(NamedTuple):
 
 def fast_reader():
     """The request's kb.db.FastReader, for the one-row reads every request makes."""
-    if "kb_fast" not in g:
-        g.kb_fast = current_app.extensions["kb_db"].fast_reader()
-    return g.kb_fast
+    request_g = g._get_current_object()  # each use of a context proxy costs a lookup; this runs on every request
+    reader = request_g.get("kb_fast")
+    if reader is None:
+        reader = request_g.kb_fast = current_app.extensions["kb_db"].fast_reader()
+    return reader
 
 
 def db_session() -> Session:
@@ -258,13 +264,17 @@ def db_session() -> Session:
 
 
 def current_viewer() -> Viewer:
-    if "kb_viewer" not in g:
+    request_g = g._get_current_object()
+    viewer = request_g.get("kb_viewer")
+    if viewer is None:
         anon = bool(current_app.config.get("ANONYMOUS_READ"))
-        if current_user and current_user.is_authenticated:
-            g.kb_viewer = Viewer(current_user.user_id, current_user.name, current_user.role, anon)
+        user = current_user._get_current_object()
+        if user is not None and user.is_authenticated:
+            viewer = Viewer(user.user_id, user.name, user.role, anon)
         else:
-            g.kb_viewer = Viewer(anonymous_read=anon)
-    return g.kb_viewer
+            viewer = Viewer(anonymous_read=anon)
+        request_g.kb_viewer = viewer
+    return viewer
 
 
 def require_reader() -> None:
