@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,16 @@ def served(tmp_path_factory):
     again = subprocess.run([KB, "init"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "Imported" not in again.stdout  # idempotent: nothing imported twice
     port = free_port()
+    log = open(data / "serve.log", "wb")  # the access log goes to standard output
     proc = subprocess.Popen([KB, "serve", "--port", str(port), "--workers", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.DEVNULL)
     try:
         wait_for(port, "/healthz")
         yield port, env
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()
 
 
 def request(port, method, path, body=None, cookie=None):
@@ -108,3 +111,56 @@ def test_stored_page_views_follow_a_change_made_in_another_process(served):
         assert "Second text." in page and "First text." not in page
         backlinks = request(port, "GET", "/wiki/writing-assessment-case", cookie=cookie)[2].split("What links here")[1]
         assert "/wiki/stored-view-check" not in backlinks
+
+
+def test_the_access_log_has_a_line_per_request_without_secrets(served):
+    port, env = served
+    request(port, "GET", "/healthz")
+    request(port, "GET", "/invite/SeCrEtInViTe123")
+    request(port, "GET", "/recent.atom?token=FeEdToKeN999")
+    request(port, "GET", "/wiki/a%22b%0Ac%C3%85d")  # a quote, a line break, and "Å" (whose UTF-8 holds \x85)
+    log = Path(env["KB_DATA_DIR"], "serve.log")
+    for _ in range(50):  # each worker writes its line after answering
+        text = log.read_text()
+        if "/recent.atom" in text and "/wiki/a" in text:
+            break
+        time.sleep(0.1)
+    lines = text.splitlines()
+    assert any(re.fullmatch(r'127\.0\.0\.1 "GET /healthz" 200 \d+ \d+ms', line) for line in lines), lines[-5:]
+    assert any(re.fullmatch(r'127\.0\.0\.1 "GET /invite/\[redacted\]" \d{3} \d+ \d+ms', line) for line in lines)
+    assert any(re.fullmatch(r'127\.0\.0\.1 "GET /recent\.atom" \d{3} \d+ \d+ms', line) for line in lines)
+    assert "SeCrEtInViTe123" not in text and "FeEdToKeN999" not in text
+    assert any(line.startswith('127.0.0.1 "GET /wiki/a\\"b\\x0acÅd" 302 ') for line in lines), lines[-5:]
+
+
+def test_access_logger_computes_only_the_fields_of_its_line():
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from kb.server import ACCESS_LOG_FORMAT, AccessLogger
+
+    logger = AccessLogger(Config())
+    response = SimpleNamespace(status="404 NOT FOUND", sent=1234, headers=[("Set-Cookie", "session=x")])
+    environ = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "GET", "PATH_INFO": "/wiki/x",
+               "QUERY_STRING": "token=abc", "HTTP_COOKIE": "session=x"}
+    atoms = logger.atoms(response, SimpleNamespace(headers=[("COOKIE", "session=x")]), environ,
+                         timedelta(seconds=1, microseconds=2500))
+    assert ACCESS_LOG_FORMAT % atoms == '10.0.0.7 "GET /wiki/x" 404 1234 1002ms'
+    assert set(atoms) == {"h", "m", "U", "s", "b", "M"}  # no headers, cookies or query string
+
+
+def test_plain_views_and_hooks_are_not_wrapped_and_coroutines_still_are(app):
+    def plain():
+        return "x"
+
+    async def coroutine():
+        return "x"
+
+    assert app.ensure_sync(plain) is plain and app.ensure_sync(plain) is plain
+    for _ in range(2):  # never remembered as plain: Flask wraps it (or says it needs its async extra) each time
+        try:
+            assert app.ensure_sync(coroutine) is not coroutine
+        except RuntimeError as e:
+            assert "async" in str(e)
