@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
@@ -85,5 +86,8 @@ def serve(app: Flask, host: str, port: int, workers: int = 2, threads: int = 1) 
         "logger_class": AccessLogger,
         "post_fork": _post_fork,
     }
-
+    if "control_socket_disable" in Config().settings:
+        # Newer gunicorn opens a control socket in the user's home directory by default; kb serve does not offer
+        # it, and two instances on one machine would take it from each other.
+        options["control_socket_disable"] = True
     _Server(app, options).run()

@@ -21,7 +21,9 @@ ADMIN_PASSWORD = "served-admin-password"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("served")
-    env = dict(os.environ, KB_DATA_DIR=str(data), KB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    home = tmp_path_factory.mktemp("home")
+    env = dict(os.environ, KB_DATA_DIR=str(data), KB_ADMIN_PASSWORD=ADMIN_PASSWORD, HOME=str(home))
+    env.pop("XDG_RUNTIME_DIR", None)
     init = subprocess.run([KB, "init"], env=env, capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr
     assert "Imported the bundled knowledge base" in init.stdout
@@ -164,3 +166,9 @@ def test_plain_views_and_hooks_are_not_wrapped_and_coroutines_still_are(app):
             assert app.ensure_sync(coroutine) is not coroutine
         except RuntimeError as e:
             assert "async" in str(e)
+
+
+def test_serving_writes_nothing_in_the_home_directory(served):
+    port, env = served
+    assert request(port, "GET", "/healthz")[0] == 200
+    assert list(Path(env["HOME"]).iterdir()) == []  # no control socket or anything else outside the data directory
