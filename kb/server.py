@@ -45,7 +45,7 @@ class AccessLogger(Logger):
         }
 
     def access(self, resp, req, environ, request_time):
-        if not self.access_log_enabled:
+        if not getattr(self, "access_log_enabled", True):  # older gunicorn: a logger with no handler drops it
             return
         try:
             line = self.cfg.access_log_format % self.atoms(resp, req, environ, request_time)
