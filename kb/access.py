@@ -82,7 +82,11 @@ def can_read(viewer: Viewer, visibility: str, readers: Iterable[str] = ()) -> bo
 
 
 def can_read_page(viewer: Viewer, page: Page) -> bool:
-    return page.deleted_at is None and can_read(viewer, page.visibility, page.readers)
+    # The readers list is read only when the viewer's levels do not open the page by themselves: long lists pass
+    # page summaries that decode it only when asked (kb.curation.PageSummary).
+    if page.deleted_at is not None:
+        return False
+    return page.visibility in viewer.visible_levels() or can_read(viewer, page.visibility, page.readers)
 
 
 def can_edit_page(viewer: Viewer, page: Page | None) -> bool:

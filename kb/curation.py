@@ -13,6 +13,7 @@ Every list goes through kb.access: a page the viewer may not read never appears,
 """
 from __future__ import annotations
 
+import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -55,6 +56,81 @@ def _user(session: Session, viewer: Viewer) -> User:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Pages as the lists read them
+
+
+class NotLoaded(RuntimeError):
+    """A list read a column of a page that the list did not load."""
+
+
+# What the curation lists read of a page. A list can hold every page (each one is "never verified" until someone
+# checks it), so it reads these columns rather than whole pages: no ORM object per page, and no decoding of fields,
+# tags or sources it does not use. `fields` or `sources` are added for the lists that need them. The readers list
+# comes as its JSON text and is decoded only if read: kb.access reads it only for a restricted page that the viewer's
+# role does not open by itself, and it was the costliest column to decode for every page of a long list.
+_SUMMARY_COLUMNS = (Page.id, Page.slug, Page.title, Page.kind, Page.status, Page.visibility,
+                    cast(Page.readers, String).label("readers_json"), Page.deleted_at, Page.owner_id,
+                    Page.updated_at, Page.revision, Page.review_every, Page.verified_on, Page.verified_revision)
+_EXTRA_COLUMNS = {"fields": Page.fields, "sources": Page.sources}
+
+
+class PageSummary:
+    """A page in a curation list: the columns above, its owner (a User, or None) and, if loaded, fields or sources.
+
+    It carries what kb.access.can_read_page reads (visibility, readers, deleted_at) and what the lists and their
+    templates show. Reading anything else raises NotLoaded, not AttributeError: templates turn a missing attribute
+    into an empty string, and a list that starts to use another column must fail loudly, not print nothing.
+    """
+
+    __slots__ = (*(c.key for c in _SUMMARY_COLUMNS), "owner", *_EXTRA_COLUMNS)
+
+    def __init__(self, id, slug, title, kind, status, visibility, readers_json, deleted_at, owner_id, updated_at,
+                 revision, review_every, verified_on, verified_revision, owner=None):
+        self.id, self.slug, self.title, self.kind, self.status = id, slug, title, kind, status
+        self.visibility, self.readers_json, self.deleted_at = visibility, readers_json, deleted_at
+        self.owner_id, self.updated_at, self.revision, self.review_every = owner_id, updated_at, revision, review_every
+        self.verified_on, self.verified_revision, self.owner = verified_on, verified_revision, owner
+
+    @property
+    def readers(self) -> list[str] | None:
+        return None if self.readers_json is None else json.loads(self.readers_json)
+
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: an attribute this summary does not have, or did not load.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotLoaded(f"curation lists do not load a page's {name!r}; add it to the list's query")
+
+    def __repr__(self) -> str:
+        return f"<PageSummary {self.id} {self.slug!r}>"
+
+
+def _summaries(session: Session, viewer: Viewer, *where, extra: Iterable[str] = ()) -> list[PageSummary]:
+    """Readable pages matching `where`, by title, as PageSummary (with the `extra` columns named)."""
+    extra = tuple(extra)
+    q = (access.readable_pages(viewer).with_only_columns(*_SUMMARY_COLUMNS, *(_EXTRA_COLUMNS[e] for e in extra))
+         .where(*where).order_by(func.lower(Page.title)))
+    n = len(_SUMMARY_COLUMNS)
+    if extra:
+        found = []
+        for row in session.execute(q):
+            p = PageSummary(*row[:n])
+            for name, value in zip(extra, row[n:]):
+                setattr(p, name, value)
+            found.append(p)
+    else:
+        found = [PageSummary(*row) for row in session.execute(q)]
+    found = access.filter_readable(viewer, found)
+    owner_ids = list({p.owner_id for p in found} - {None})
+    owners: dict[int, User] = {}
+    for chunk in _chunks(owner_ids):
+        owners.update((u.id, u) for u in session.scalars(select(User).where(User.id.in_(chunk))))
+    for p in found:
+        p.owner = owners.get(p.owner_id)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Verification
 
 
@@ -94,28 +170,33 @@ def may_verify(viewer: Viewer, page: Page) -> bool:
     return viewer.may_curate or viewer.user_id in (page.owner_id, page.verifier_id)
 
 
-def _substance(obj: Page | Revision) -> tuple:
+def _substance(kind: str, fields: dict | None, body: str | None, sources: list | None) -> tuple:
     """What a page says: a change here means its verification no longer holds. Titles, tags and who may read it
     are not substance; neither is whitespace."""
-    fields = {k: v for k, v in (obj.fields or {}).items() if k not in IMMATERIAL_FIELDS}
-    return obj.kind, fields, " ".join((obj.body or "").split()), sorted(obj.sources or [])
+    fields = {k: v for k, v in (fields or {}).items() if k not in IMMATERIAL_FIELDS}
+    return kind, fields, " ".join((body or "").split()), sorted(sources or [])
 
 
-def _changed_since_verified(session: Session, candidates: list[Page]) -> set[int]:
-    """Ids of pages whose text or fields changed (in substance) since the revision that was verified."""
+def _changed_since_verified(session: Session, candidates: list[Page | PageSummary]) -> set[int]:
+    """Ids of pages whose text or fields changed (in substance) since the revision that was verified.
+
+    Both sides are read here, in one query per 500 pages, so the candidates need only their id: lists pass
+    summaries without text or fields (the session flushes pending changes to a page before the query runs)."""
     ids = [p.id for p in candidates]
     changed: set[int] = set()
-    by_id = {p.id: p for p in candidates}
     for chunk in _chunks(ids):
-        q = (select(Revision).join(Page, Page.id == Revision.page_id)
+        q = (select(Revision.page_id, Revision.kind, Revision.fields, Revision.body, Revision.sources,
+                    Page.kind, Page.fields, Page.body, Page.sources)
+             .join(Page, Page.id == Revision.page_id)
              .where(Page.id.in_(chunk), Revision.number == Page.verified_revision))
-        for rev in session.scalars(q):
-            if _substance(rev) != _substance(by_id[rev.page_id]):
-                changed.add(rev.page_id)
+        for page_id, *both in session.execute(q):
+            if _substance(*both[:4]) != _substance(*both[4:]):
+                changed.add(page_id)
     return changed
 
 
-def verifications(session: Session, page_list: Iterable[Page], now: datetime) -> dict[int, Verification]:
+def verifications(session: Session, page_list: Iterable[Page | PageSummary], now: datetime
+                  ) -> dict[int, Verification]:
     """The verification state of each page, worked out in a few queries: {page id: Verification}."""
     page_list = list(page_list)
     changed = _changed_since_verified(session, [
@@ -200,7 +281,7 @@ class QueueItem:
     slug: str
     title: str
     reason: str
-    page: Page | None = None  # None for a wanted page (it does not exist yet)
+    page: PageSummary | None = None  # None for a wanted page (it does not exist yet)
     count: int = 0
 
     def as_json(self) -> dict[str, str]:
@@ -219,14 +300,15 @@ QUEUES = (
 
 
 def _readable(session: Session, viewer: Viewer, *where) -> list[Page]:
-    """Readable pages matching `where`, by title, without their (possibly long) text."""
+    """Readable pages matching `where`, by title, as whole pages without their (possibly long) text. The curation
+    lists, which can hold every page, read PageSummary instead (_summaries)."""
     q = access.readable_pages(viewer).where(*where).options(defer(Page.body)).order_by(func.lower(Page.title))
     return access.filter_readable(viewer, session.scalars(q))
 
 
 def needs_review(session: Session, viewer: Viewer, now: datetime) -> list[QueueItem]:
-    candidates = _readable(session, viewer, or_(Page.verified_on.is_not(None),
-                                                Page.verified_revision == REVIEW_REQUESTED_MARK))
+    candidates = _summaries(session, viewer, or_(Page.verified_on.is_not(None),
+                                                 Page.verified_revision == REVIEW_REQUESTED_MARK))
     states = verifications(session, candidates, now)
     due = [p for p in candidates if states[p.id].state == "needs-review"]
     due.sort(key=lambda p: (states[p.id].due_on or date.min, p.title.lower()))
@@ -234,7 +316,7 @@ def needs_review(session: Session, viewer: Viewer, now: datetime) -> list[QueueI
 
 
 def never_verified(session: Session, viewer: Viewer, now: datetime) -> list[QueueItem]:
-    candidates = _readable(session, viewer, Page.verified_on.is_(None))
+    candidates = _summaries(session, viewer, Page.verified_on.is_(None))
     states = verifications(session, candidates, now)
     return [QueueItem(p.slug, p.title, "Nobody has verified it yet", p) for p in candidates
             if states[p.id].state == "never-verified"]
@@ -243,7 +325,7 @@ def never_verified(session: Session, viewer: Viewer, now: datetime) -> list[Queu
 def unowned(session: Session, viewer: Viewer) -> list[QueueItem]:
     closed = select(User.id).where(User.active.is_(False))
     out = []
-    for p in _readable(session, viewer, or_(Page.owner_id.is_(None), Page.owner_id.in_(closed))):
+    for p in _summaries(session, viewer, or_(Page.owner_id.is_(None), Page.owner_id.in_(closed))):
         reason = "No owner" if p.owner is None else f"The owner's account ({p.owner.label}) is closed"
         out.append(QueueItem(p.slug, p.title, reason, p))
     return out
@@ -251,15 +333,20 @@ def unowned(session: Session, viewer: Viewer) -> list[QueueItem]:
 
 def orphaned(session: Session, viewer: Viewer) -> list[QueueItem]:
     """Pages with no links from pages the viewer can read, and in no tour."""
-    # Worked out in the database, so only the orphans themselves are loaded.
+    # Worked out in the database, so only the orphans themselves are loaded. "No link to it exists" is asked per
+    # page and per renamed page (EXISTS, which stops at the first link found) rather than by collecting every
+    # link from a readable page first, twice.
     source = aliased(Page)
-    linked = (select(Link.target_slug).join(source, source.id == Link.source_id)
-              .where(access.page_clause(viewer, source)))
-    linked_ids = select(SlugRedirect.page_id).where(SlugRedirect.old_slug.in_(linked))
+
+    def linked(slug):
+        return (select(Link.id).join(source, source.id == Link.source_id)
+                .where(Link.target_slug == slug, access.page_clause(viewer, source)).exists())
+
+    linked_by_old_slug = select(SlugRedirect.page_id).where(linked(SlugRedirect.old_slug))
     in_tours = select(TourStop.page_id)
     return [QueueItem(p.slug, p.title, "No page links here and no tour visits it", p)
-            for p in _readable(session, viewer, Page.slug.not_in(linked), Page.id.not_in(linked_ids),
-                               Page.id.not_in(in_tours))]
+            for p in _summaries(session, viewer, ~linked(Page.slug), Page.id.not_in(linked_by_old_slug),
+                                Page.id.not_in(in_tours))]
 
 
 def wanted(session: Session, viewer: Viewer) -> list[QueueItem]:
@@ -271,8 +358,8 @@ def wanted(session: Session, viewer: Viewer) -> list[QueueItem]:
 
 def unsourced(session: Session, viewer: Viewer) -> list[QueueItem]:
     empty = or_(Page.sources.is_(None), cast(Page.sources, String).in_(["[]", "null"]))
-    return [QueueItem(p.slug, p.title, "No sources cited", p) for p in _readable(session, viewer, empty)
-            if not p.sources]
+    return [QueueItem(p.slug, p.title, "No sources cited", p)
+            for p in _summaries(session, viewer, empty, extra=["sources"]) if not p.sources]
 
 
 def queues(session: Session, viewer: Viewer, now: datetime, names: Iterable[str] | None = None
@@ -570,7 +657,7 @@ class RiskRow:
     """One finding: `rule` names which check found it, `fix` says where it is put right."""
 
     rule: str
-    page: Page
+    page: PageSummary
     score: int
     reason: str
     fix: str  # "edit:<field>", "handover", "confirm", "reassign"
@@ -603,17 +690,19 @@ def at_risk(session: Session, viewer: Viewer, now: datetime) -> list[RiskRow]:
     """Knowledge at risk, most at risk first (PRODUCT §4.7). A page that is not verified ranks a little higher."""
     today = now.date()
     rows: list[RiskRow] = []
-    live_handovers = list(session.scalars(select(Page).where(Page.kind == "handover", Page.deleted_at.is_(None))))
-    handover_slugs = {p.slug for p in live_handovers}
-    handed_over = {(p.fields or {}).get("outgoing") for p in live_handovers}
+    # Every live handover counts as written, also one this viewer may not read: only slugs and fields are needed.
+    live_handovers = session.execute(select(Page.slug, Page.fields)
+                                     .where(Page.kind == "handover", Page.deleted_at.is_(None))).all()
+    handover_slugs = {slug for slug, _ in live_handovers}
+    handed_over = {(fields or {}).get("outgoing") for _, fields in live_handovers}
 
-    for p in _readable(session, viewer, Page.kind == "routine"):
+    for p in _summaries(session, viewer, Page.kind == "routine", extra=["fields"]):
         n = (p.fields or {}).get("people_who_can_run_it")
         if isinstance(n, int) and n <= 1:
             rows.append(RiskRow("bus-factor", p, 58 if n == 0 else 55,
                                 "Nobody can run it now" if n == 0 else "Only one person can run it",
                                 "edit:people_who_can_run_it", "Record who else can run it"))
-    for p in _readable(session, viewer, Page.kind == "leader"):
+    for p in _summaries(session, viewer, Page.kind == "leader", extra=["fields"]):
         fields = p.fields or {}
         current = [t for t in fields.get("tenures") or [] if _is_current(t, today)]
         if current and fields.get("handover") not in handover_slugs and p.slug not in handed_over:
@@ -621,7 +710,7 @@ def at_risk(session: Session, viewer: Viewer, now: datetime) -> list[RiskRow]:
             since = f" since {t['from']}" if t.get("from") else ""
             rows.append(RiskRow("no-handover", p, 60, f"{t['role']}{since}, and no handover is written",
                                 "handover", "Start a handover"))
-    for p in _readable(session, viewer, Page.kind == "handover"):
+    for p in _summaries(session, viewer, Page.kind == "handover", extra=["fields"]):
         fields = p.fields or {}
         risk = fields.get("risk") or {}
         score = int(risk.get("attrition", 0)) * int(risk.get("criticality", 0))
@@ -629,19 +718,19 @@ def at_risk(session: Session, viewer: Viewer, now: datetime) -> list[RiskRow]:
             rows.append(RiskRow("unchecked-handover", p, 35 + score,
                                 f"Risk {risk['attrition']} × {risk['criticality']} = {score} of 25, "
                                 "and no successor has confirmed it is usable", "confirm", "Ask the successor to check it"))
-    for p in _readable(session, viewer, Page.kind == "community"):
+    for p in _summaries(session, viewer, Page.kind == "community", extra=["fields"]):
         fields = p.fields or {}
         if not fields.get("coordinator"):
             ended = fields.get("stage") in ("dispersed", "memorable")
             rows.append(RiskRow("no-coordinator", p, 10 if ended else 30,
                                 "No coordinator" + (f" (the community is {fields['stage']})" if ended else ""),
                                 "edit:coordinator", "Name a coordinator"))
-    for p in _readable(session, viewer, Page.kind == "initiative", Page.status.in_(UNDER_WAY)):
+    for p in _summaries(session, viewer, Page.kind == "initiative", Page.status.in_(UNDER_WAY), extra=["fields"]):
         if not (p.fields or {}).get("experts"):
             rows.append(RiskRow("no-experts", p, 35, f"Still {p.status}, and nobody is named to ask about it",
                                 "edit:experts", "Name who to ask"))
     leaving = select(User.id).where(User.leaving.is_(True), User.active.is_(True))
-    for p in _readable(session, viewer, Page.owner_id.in_(leaving)):
+    for p in _summaries(session, viewer, Page.owner_id.in_(leaving)):
         rows.append(RiskRow("owner-leaving", p, 45, f"Its owner, {p.owner.label}, is leaving and nobody else owns it",
                             "reassign", "Reassign their pages"))
 

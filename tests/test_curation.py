@@ -173,6 +173,168 @@ def test_bulk_actions_are_for_curators(curated, client, auth):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The lists read page summaries (a few columns), not whole pages: the same items and reasons for every viewer, and
+# no column a list did not load
+
+
+# Page name: (visibility, readers). Each name gets a routine that is on every queue that needs no verification
+# (never verified, unowned, orphaned, unsourced, at risk), a page that is due for review and owned by someone
+# who is leaving (needs review, orphaned, at risk), which links to a page not written yet (wanted), and a page that
+# changed since it was verified (needs review, orphaned).
+SORTS = {"Open": ("public", []), "Staff": ("staff", []), "Named": ("restricted", ["reader"]),
+         "Closed": ("restricted", []), "Deleted": ("public", [])}
+SEES = {"reader": ["Named", "Open", "Staff"], "contributor": ["Open", "Staff"],
+        "curator": ["Closed", "Named", "Open", "Staff"], "admin": ["Closed", "Named", "Open", "Staff"]}
+VERIFIED_ON = T0 - timedelta(days=200)
+DUE = f"{(VERIFIED_ON + timedelta(days=180)):%Y-%m-%d}"
+
+
+def add_sorts(app, make_page, suffix: str = "") -> None:
+    leaver = add_user(app, "leaver" + suffix.lower(), leaving=True)
+    for name, (visibility, readers) in SORTS.items():
+        routine = make_page(f"{name} Routine{suffix}", kind="routine", fields={"people_who_can_run_it": 1},
+                            visibility=visibility, readers=readers)
+        due = make_page(f"{name} Due{suffix}", body=f"See [[Missing From {name}{suffix}]].", visibility=visibility,
+                        readers=readers, sources=["Board minutes"])
+        changed = make_page(f"{name} Changed{suffix}", body="Before.", visibility=visibility, readers=readers,
+                            sources=["Board minutes"])
+        set_page(app, routine, owner_id=None)
+        verify(app, due, VERIFIED_ON)
+        set_page(app, due, owner_id=leaver)
+        verify(app, changed, T0 - timedelta(days=10))
+        edit_page(app, changed, body="After.")
+        if name == "Deleted":
+            for slug in (routine, due, changed):
+                set_page(app, slug, deleted_at=T0)
+
+
+@pytest.fixture
+def every_sort(app, make_page):
+    add_sorts(app, make_page)
+    return app
+
+
+def expected_items(who: str) -> dict[str, list[tuple[str, str]]]:
+    """(slug, reason) of every queue for a viewer, in order."""
+    seen = [n.lower() for n in SEES[who]]
+    routines, dues, changed = ([f"{n}-{what}" for n in seen] for what in ("routine", "due", "changed"))
+    return {
+        "needs_review": ([(slug, f"Review was due on {DUE} (every 180 days)") for slug in dues]
+                         + [(slug, "Changed since it was verified (revision 1, now 2)") for slug in changed]),
+        "never_verified": [(slug, "Nobody has verified it yet") for slug in routines],
+        "unowned": [(slug, "No owner") for slug in routines],
+        "unsourced": [(slug, "No sources cited") for slug in routines],
+        "orphaned": [(slug, "No page links here and no tour visits it") for slug in sorted(routines + dues + changed)],
+        "wanted": [(f"missing-from-{n}", "Linked from 1 page, not written yet") for n in seen],
+        "at_risk": ([(slug, "Only one person can run it; not verified") for slug in routines]
+                    + [(slug, "Its owner, Leaver, is leaving and nobody else owns it; needs review") for slug in dues]),
+    }
+
+
+@pytest.mark.parametrize("who", ["reader", "contributor", "curator", "admin"])
+def test_queues_list_what_the_viewer_may_read_with_their_reasons(every_sort, who):
+    with every_sort.extensions["kb_db"].reading() as s:
+        found = curation.queues(s, viewer(every_sort, who), T0)
+        assert {name: [(i.slug, i.reason) for i in items] for name, items in found.items()} == expected_items(who)
+        for item in (item for items in found.values() for item in items if item.page is not None):
+            p = item.page  # what the templates read of a listed page
+            assert (p.slug, p.title) == (item.slug, item.title) and p.deleted_at is None
+            assert p.kind in ("routine", "page") and p.visibility in ("public", "staff", "restricted")
+            assert p.owner is None or p.owner.name in ("leaver", "admin")
+            assert p.updated_at is not None
+
+
+@pytest.mark.parametrize("who", ["reader", "contributor", "curator", "admin"])
+def test_curation_pages_show_only_what_the_viewer_may_read(every_sort, client, auth, who):
+    every_sort.config["CLOCK"] = lambda: T0
+    auth.login(who)
+    expected = expected_items(who)
+    hidden = [f"{n} {what}" for n in SORTS if n not in SEES[who] for what in ("Routine", "Due", "Changed")]
+    for name, _, _ in curation.QUEUES:
+        html = client.get(f"/curate?queue={name}").get_data(as_text=True)
+        listed = re.findall(r'<a (?:class="wanted" )?href="/wiki/([^"]+)"', html.split('id="queue-title"', 1)[1])
+        assert listed == [slug for slug, _ in expected[name]], name
+        assert all(reason in html for _, reason in expected[name])
+        assert not any(title in html for title in hidden), name
+        assert f'class="count">{len(expected[name])}</span>' in html
+        if name == "needs_review":
+            assert html.count('Leaver <span class="muted">(leaving)</span>') == len(SEES[who])
+    html = client.get("/curate/risk").get_data(as_text=True)
+    assert re.findall(r'class="risk__title" href="/wiki/([^"]+)"', html) == [slug for slug, _ in expected["at_risk"]]
+    assert html.count("/curate/people?departing=leaver#reassign") == len(SEES[who])
+    assert not any(title in html for title in hidden)
+    api = client.get("/api/curation").get_json()
+    assert {name: [(i["slug"], i["reason"]) for i in items] for name, items in api.items()} == {
+        name: items for name, items in expected.items() if name != "never_verified"}
+
+
+def count_statements(app, fn) -> int:
+    from sqlalchemy import event
+
+    engine = app.extensions["kb_db"].engine
+    seen = []
+
+    def count(*_args):
+        seen.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        fn()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_curation_pages_ask_the_database_the_same_number_of_times_for_more_pages(app, make_page, client, auth):
+    """A list that read a column per page (a lazy load) would ask once more for each page added."""
+    add_sorts(app, make_page)
+    app.config["CLOCK"] = lambda: T0
+    auth.login("curator")
+    paths = [f"/curate?queue={name}" for name, _, _ in curation.QUEUES] + ["/curate/risk", "/api/curation"]
+    for path in paths:
+        client.get(path)  # anything done once per process or per session happens here
+    before = {path: count_statements(app, lambda: client.get(path)) for path in paths}
+    add_sorts(app, make_page, suffix=" Two")
+    after = {path: count_statements(app, lambda: client.get(path)) for path in paths}
+    assert after == before
+    assert client.get("/curate?queue=orphaned").get_data(as_text=True).count("Routine Two</a>") == 4
+
+
+def test_a_list_that_reads_a_column_it_did_not_load_fails_loudly(every_sort):
+    from flask import render_template_string
+
+    with every_sort.extensions["kb_db"].reading() as s:
+        items = curation.queues(s, viewer(every_sort, "reader"), T0, ["unowned"])["unowned"]
+        summary = next(i.page for i in items if i.slug == "named-routine")
+        assert summary.readers == ["reader"] and summary.owner is None  # read on demand / looked up in one query
+        with pytest.raises(curation.NotLoaded):
+            summary.body
+        with every_sort.test_request_context(), pytest.raises(curation.NotLoaded):
+            render_template_string("{{ p.title }}: {{ p.body }}", p=summary)  # not an empty string
+
+
+def test_orphaned_queue_follows_renames_and_ignores_links_from_deleted_pages(app, make_page):
+    make_page("First Name", body="Renamed later.")
+    make_page("Points Back", body="See [[First Name]].")
+    make_page("Gone Linker", body="See [[Only From Gone]].")
+    make_page("Only From Gone", body="Only a deleted page links here.")
+    with app.extensions["kb_db"].writing() as s:
+        page = page_by_slug(s, "first-name")
+        pages.rename(s, viewer(app, "admin"), page, "Second Name", page.revision)
+    set_page(app, "gone-linker", deleted_at=T0)
+    # "second-name" is linked through its old address; "points-back" has no links at all.
+    assert queue_slugs(app, "orphaned") == ["only-from-gone", "points-back"]
+
+
+def test_a_handover_the_viewer_cannot_read_still_counts_as_written(app, make_page):
+    make_page("Dr Sitting", kind="leader", fields={"tenures": [{"role": "Superintendent", "from": "2021"}]})
+    make_page("Dr Open", kind="leader", fields={"tenures": [{"role": "Principal", "from": "2020"}]})
+    make_page("Sitting Handover", kind="handover", visibility="restricted", fields={"outgoing": "dr-sitting"})
+    with app.extensions["kb_db"].reading() as s:
+        assert [r.page.slug for r in curation.at_risk(s, viewer(app, "contributor"), T0)] == ["dr-open"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Verification
 
 
