@@ -589,6 +589,22 @@ def test_redaction_removes_passwords_and_tokens():
     assert "/invite/[redacted]" in out and "x=1" in out
 
 
+def test_each_secret_pattern_names_the_words_it_needs():
+    """redact() skips lines holding none of the patterns' words; every match must hold one of its own words."""
+    from kb.views import _SECRET_PATTERNS
+
+    samples = ["GET /invite/AbC-123", "Authorization: BEARER xyz", "x?Feed_Token=abc&y=1", "PassWord=hunter2",
+               "passwd=x", "SECRET=s", "api_key=k", "CSRF_TOKEN=t", "kb_ABCDEFGHIJKLMNOPQRST", "my_secret_token=z"]
+    matched = 0
+    for words, pattern, _ in _SECRET_PATTERNS:
+        for sample in samples:
+            for m in pattern.finditer(sample):
+                matched += 1
+                assert any(w.lower() in m.group(0).lower() for w in words), (pattern.pattern, sample)
+                assert redact(sample) != sample
+    assert matched >= len(samples)
+
+
 @pytest.mark.parametrize("logger_name", ["werkzeug", "gunicorn.access", "gunicorn.error", "kb"])
 def test_server_loggers_redact_secrets(app, caplog, logger_name):
     caplog.set_level(logging.INFO, logger=logger_name)
