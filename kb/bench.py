@@ -331,7 +331,7 @@ def bench_saves(app, slugs: list[str], n: int) -> dict:
 
 
 def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
-    from kb import create_app, transfer
+    from kb import create_app, instance, transfer
     from kb.cli import system_viewer
 
     work = Path(keep or tempfile.mkdtemp(prefix="kb-bench-"))
@@ -344,6 +344,7 @@ def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
     results["corpus_generation_s"] = round(time.time() - t0, 1)
 
     app = create_app({"DATA_DIR": str(data_dir), "SEARCH_WORKER": False})
+    instance.prepare(app)
     db = app.extensions["kb_db"]
     with db.writing() as s:
         from kb import accounts
@@ -375,10 +376,11 @@ def run_existing(data_dir: str, seconds: float) -> dict:
     rebuild, and over HTTP under `kb serve`, with worker memory. Adds a reader account `bench` if there is none."""
     from sqlalchemy import func, select
 
-    from kb import accounts, bench_search, create_app
+    from kb import accounts, bench_search, create_app, instance
     from kb.models import Page, User
 
     app = create_app({"DATA_DIR": data_dir, "SEARCH_WORKER": False})
+    instance.prepare(app)
     db = app.extensions["kb_db"]
     with db.writing() as s:
         if s.scalar(select(User).where(User.name == "bench")) is None:

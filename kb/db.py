@@ -221,3 +221,8 @@ class Database:
     def dispose(self) -> None:
         self._readers = threading.local()  # drops the kept read connections (a thread's own closes with it)
         self.engine.dispose()
+
+
+def init_app(app) -> None:
+    """Bind a Database for the app's DATABASE_URL (no connection is made until one is needed)."""
+    app.extensions["kb_db"] = Database(app.config["DATABASE_URL"])

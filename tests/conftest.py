@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kb import create_app
+from kb import create_app, instance
 from kb.access import Viewer
 from sqlalchemy import select
 
@@ -37,6 +37,7 @@ def _make_app(tmp_path, **overrides):
     config.update(overrides)
     os.makedirs(config["DATA_DIR"], exist_ok=True)
     app = create_app(config)
+    instance.prepare(app)
     with app.extensions["kb_db"].writing() as s:
         for role in ROLES:
             s.add(User(name=role, role=role, display_name=role.capitalize(), password_hash=_password_hash(PASSWORD)))

@@ -11,9 +11,10 @@ PROCESSES = 4
 
 
 def _worker(data_dir: str, token: str, base: int, label: str, barrier, results, rounds: int) -> None:
-    from kb import create_app
+    from kb import create_app, instance
 
     app = create_app({"DATA_DIR": data_dir, "TESTING": True, "SEARCH_BACKGROUND": False, "SECRET_KEY": "t"})
+    instance.prepare(app)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     barrier.wait()

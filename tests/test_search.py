@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from kb import create_app, search
+from kb import create_app, instance, search
 from kb.access import Viewer
 from kb.db import Database
 from kb.models import IndexQueueEntry, Page
@@ -344,7 +344,9 @@ def _restart(app):
     config = {k: app.config[k] for k in ("TESTING", "DATA_DIR", "SECRET_KEY", "WTF_CSRF_ENABLED", "DATABASE_URL",
                                          "SEARCH_BACKGROUND")}
     app.extensions["kb_search"].close()
-    return create_app(config)
+    restarted = create_app(config)
+    instance.prepare(restarted)  # what kb serve does before serving
+    return restarted
 
 
 def _search(app, name, q, **kw):

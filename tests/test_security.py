@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from conftest import PASSWORD, _make_app, viewer_for
 from kb import accounts, create_app
 from kb.models import ApiToken, Page, SignInFailure, User, utcnow
-from kb.views import RedactSecrets, SECURITY_HEADERS, is_safe_next, redact
+from kb.web.logs import RedactSecrets, redact
+from kb.web.security import SECURITY_HEADERS, is_safe_next
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -414,10 +415,11 @@ def test_throttling_holds_across_two_apps_on_one_database(app, tmp_path, quick_t
 SERVER_SCRIPT = """
 import sys
 from werkzeug.serving import make_server
-from kb import create_app
+from kb import create_app, instance
 data = sys.argv[1]
 app = create_app({"DATA_DIR": data, "SECRET_KEY": "test-secret", "WTF_CSRF_ENABLED": False,
                   "SEARCH_BACKGROUND": False, "DATABASE_URL": "sqlite:///" + data + "/kb.sqlite3"})
+instance.prepare(app)
 server = make_server("127.0.0.1", 0, app)
 print(server.server_port, flush=True)
 server.serve_forever()
@@ -591,7 +593,7 @@ def test_redaction_removes_passwords_and_tokens():
 
 def test_each_secret_pattern_names_the_words_it_needs():
     """redact() skips lines holding none of the patterns' words; every match must hold one of its own words."""
-    from kb.views import _SECRET_PATTERNS
+    from kb.web.logs import _SECRET_PATTERNS
 
     samples = ["GET /invite/AbC-123", "Authorization: BEARER xyz", "x?Feed_Token=abc&y=1", "PassWord=hunter2",
                "passwd=x", "SECRET=s", "api_key=k", "CSRF_TOKEN=t", "kb_ABCDEFGHIJKLMNOPQRST", "my_secret_token=z"]

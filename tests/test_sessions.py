@@ -1,7 +1,7 @@
-"""Session cookies: Flask's signed cookies, with recently verified ones remembered (kb.views.VerifiedCookieSessions)."""
+"""Session cookies: Flask's signed cookies, with recently verified ones remembered (kb.web.VerifiedCookieSessions)."""
 from __future__ import annotations
 
-from kb.views import VerifiedCookieSessions
+from kb.web.context import VerifiedCookieSessions
 
 from conftest import PASSWORD
 

@@ -22,7 +22,7 @@ def stored_rows(app) -> list[tuple[str, int]]:
 
 def renders_of(app, monkeypatch) -> list[str]:
     """Names of the page bodies rendered from here on (the stored ones are not rendered)."""
-    from kb.views import wiki
+    from kb.web import wiki
 
     seen: list[str] = []
     original = wiki.pages.current_html

@@ -23,7 +23,8 @@ from kb.search.engine import (INDEX_NAME, POINTER, IndexDamaged, IndexMissing, I
 from kb.search.maintenance import (MAX_SEGMENTS, MERGE_AT, QUEUE_BATCH, REBUILD_PROCS, SYNC_REBUILD_LIMIT,
                                    CheckReport, RebuildReport, Worker, add_to_index, check, check_app_index,
                                    ensure_index, index_for, init_app, kick, merge_segments, process_queue,
-                                   queue_length, rebuild, rebuild_app_index, remove_from_index, repair)
+                                   queue_length, rebuild, rebuild_app_index, remove_from_index, repair,
+                                   repair_at_start)
 from kb.search.queries import (MAX_QUERY_CHARS, MAX_TERMS, PHRASE_BUDGET, PHRASE_EXACT, SORTS, Hit, ParsedQuery,
                                SearchResults, TriedBefore, parse_query, parse_year, search, snippet, snippet_for,
                                suggest, tried_before)
@@ -33,7 +34,7 @@ __all__ = [
     "ParsedQuery", "search", "SearchResults", "Hit", "suggest", "tried_before", "TriedBefore", "snippet",
     "add_to_index", "remove_from_index", "process_queue", "queue_length", "rebuild", "RebuildReport", "check",
     "repair", "CheckReport", "ensure_index", "Worker", "init_app", "kick", "IndexUnavailable", "rebuild_app_index",
-    "check_app_index", "parse_year", "SORTS", "FACET_NAMES", "BOOSTS", "EXCERPT_CHARS", "STEM", "TEXT_FIELDS",
+    "check_app_index", "repair_at_start", "parse_year", "SORTS", "FACET_NAMES", "BOOSTS", "EXCERPT_CHARS", "STEM", "TEXT_FIELDS",
     "analyse", "analyse_word", "page_stamp", "INDEX_NAME", "POINTER", "IndexDamaged", "IndexMissing", "MAX_SEGMENTS",
     "MERGE_AT", "QUEUE_BATCH", "REBUILD_PROCS", "SYNC_REBUILD_LIMIT", "merge_segments", "MAX_QUERY_CHARS",
     "MAX_TERMS", "PHRASE_BUDGET", "PHRASE_EXACT", "snippet_for",

@@ -631,7 +631,8 @@ def index_for(app) -> SearchIndex:
 
 
 def worker_enabled(app) -> bool:
-    return bool(app.config.get("SEARCH_BACKGROUND", True) and app.config.get("SEARCH_WORKER", True))
+    worker = app.config.get("SEARCH_WORKER")
+    return bool(app.config.get("SEARCH_BACKGROUND", True) and (True if worker is None else worker))
 
 
 def _ensure_worker(app) -> None:
@@ -647,17 +648,18 @@ def _ensure_worker(app) -> None:
 
 
 def init_app(app) -> None:
-    """Attach the index to the app, repair a missing or damaged one, and start the worker on first request.
+    """Attach the index to the app and start the worker on first request (it does not open the index).
 
-    Config: SEARCH_BACKGROUND (the worker thread; default on), SEARCH_SYNC_REBUILD_LIMIT (at most this many pages
-    are rebuilt before serving; a bigger broken index is rebuilt by the worker while search answers "unavailable").
+    Config (kb.config): SEARCH_BACKGROUND (the worker thread; default on), SEARCH_SYNC_REBUILD_LIMIT.
     """
-    data_dir = app.config["DATA_DIR"]
-    index = SearchIndex(os.path.join(data_dir, "index"))
-    app.extensions["kb_search"] = index
-    db = app.extensions["kb_db"]
-    ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
+    app.extensions["kb_search"] = SearchIndex(os.path.join(app.config["DATA_DIR"], "index"))
     app.before_request(lambda: _ensure_worker(app))
+
+
+def repair_at_start(app) -> str:
+    """Before serving: rebuild a missing or damaged index of up to SEARCH_SYNC_REBUILD_LIMIT pages now (a bigger
+    one is rebuilt by the worker while search answers "unavailable"). Returns what was done."""
+    return ensure_index(app.extensions["kb_db"], index_for(app), sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
 
 
 def rebuild_app_index(app, progress: Callable[[str, int, int], None] | None = None) -> int:
@@ -685,7 +687,8 @@ def kick(app, background: bool | None = None) -> None:
     response, so saving does not wait for the index; otherwise (tests, commands) the queue is worked off here.
     """
     if background is None:
-        background = bool(app.config.get("SEARCH_WORKER", not app.testing))
+        worker = app.config.get("SEARCH_WORKER")
+        background = bool(not app.testing if worker is None else worker)
     if background and not worker_enabled(app):
         background = False  # nobody else would do it
     if not background:
@@ -693,7 +696,7 @@ def kick(app, background: bool | None = None) -> None:
             db, index = app.extensions["kb_db"], index_for(app)
             if not index.exists():
                 # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
-                ensure_index(db, index, sync_limit=app.config.get("SEARCH_SYNC_REBUILD_LIMIT", SYNC_REBUILD_LIMIT))
+                ensure_index(db, index, sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
             process_queue(db, index, wait=0.25, max_batches=2)
         except Exception:
             log.exception("search index update after save failed; the worker will retry")

@@ -7,7 +7,8 @@ from werkzeug.exceptions import BadRequest
 from kb import access, pages
 from kb.errors import KBError, NotAllowed, NotSignedIn
 from kb.models import Page, Revision
-from kb.views import current_viewer, db_session, iso, kick_index, require_api_reader
+from kb.web.context import db_session, iso, kick_index
+from kb.web.login import current_viewer, require_api_reader
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -13,7 +13,9 @@ from sqlalchemy import func, select
 from kb import access, curation, kinds, pages
 from kb.errors import InvalidFields, NotAllowed, NotFound
 from kb.models import Page, User
-from kb.views import current_viewer, db_session, is_safe_next, now, kick_index, require_api_reader, require_reader
+from kb.web.context import db_session, kick_index, now
+from kb.web.login import current_viewer, require_api_reader, require_reader
+from kb.web.security import is_safe_next
 
 bp = Blueprint("curate", __name__)
 

@@ -12,7 +12,8 @@ from werkzeug.exceptions import BadRequest
 from kb import kinds, pages, tours
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotSignedIn
 from kb.models import utcnow
-from kb.views import current_viewer, db_session, iso, require_api_reader, require_reader
+from kb.web.context import db_session, iso
+from kb.web.login import current_viewer, require_api_reader, require_reader
 
 bp = Blueprint("tours", __name__)
 
@@ -88,7 +89,7 @@ def overview(slug: str):
 
 def _page_parts(page) -> dict:
     """What the wiki's page view shows for a page: body HTML, field link titles and derived facts."""
-    from kb.views.wiki import derived_facts
+    from kb.web.wiki import derived_facts
 
     s = db_session()
     viewer = current_viewer()

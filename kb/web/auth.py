@@ -7,7 +7,9 @@ from flask_login import current_user, login_user, logout_user
 from kb import accounts
 from kb.errors import InvalidFields, NotAllowed, NotFound, NotSignedIn
 from kb.models import User
-from kb.views import Account, bearer_token, db_session, is_safe_next
+from kb.web.context import bearer_token, db_session
+from kb.web.login import Account
+from kb.web.security import is_safe_next
 
 bp = Blueprint("auth", __name__)
 

@@ -6,7 +6,8 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from markupsafe import Markup
 
 from kb import timeline as tl_domain
-from kb.views import current_viewer, db_session, require_api_reader, require_reader
+from kb.web.context import db_session
+from kb.web.login import current_viewer, require_api_reader, require_reader
 
 bp = Blueprint("timeline", __name__)
 

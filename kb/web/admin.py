@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from kb import accounts
 from kb.errors import InvalidFields, KBError, NotFound
 from kb.models import ROLES, AuditEntry, User
-from kb.views import current_viewer, db_session
+from kb.web.context import db_session
+from kb.web.login import current_viewer
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -12,8 +12,9 @@ from markupsafe import Markup, escape
 from kb import access, kinds, pages, search, viewcache
 from kb.db import generation
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.views import app_lru, current_viewer, db_session, fast_reader, kick_index, now, require_reader
-from kb.views.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
+from kb.web.context import app_lru, db_session, fast_reader, kick_index, now
+from kb.web.login import current_viewer, require_reader
+from kb.web.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
 

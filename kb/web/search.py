@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, current_app, jsonify, render_template, request
 from markupsafe import Markup
 
-import kb.views as views
+from kb.web.login import current_viewer
 from kb import search as kb_search
 from kb.kinds import KINDS
 
@@ -79,7 +79,7 @@ def results():
         page = 1
     sort = request.args.get("sort", "relevance")
     sort = sort if sort in kb_search.SORTS else "relevance"
-    viewer = views.current_viewer()
+    viewer = current_viewer()
     index = _index()
     found = kb_search.search(index, viewer, q, sort=sort, page=page, per_page=PER_PAGE, **filters)
     tried = kb_search.TriedBefore()
@@ -132,7 +132,7 @@ def api_search():
     sort = request.args.get("sort", "relevance")
     if sort not in kb_search.SORTS:
         return _api_error("Bad parameter sort", {"sort": f"choose one of {', '.join(kb_search.SORTS)}"})
-    found = kb_search.search(_index(), views.current_viewer(), _text("q", kb_search.MAX_QUERY_CHARS * 10),
+    found = kb_search.search(_index(), current_viewer(), _text("q", kb_search.MAX_QUERY_CHARS * 10),
                              sort=sort, per_page=limit, offset=offset, **filters)
     return jsonify(found.as_json())
 
@@ -143,11 +143,11 @@ def api_suggest():
         limit = _int("limit", 8, 1, 20)
     except BadParameter as e:
         return _api_error(f"Bad parameter {e.name}", {e.name: e.problem})
-    return jsonify({"suggestions": kb_search.suggest(_index(), views.current_viewer(), _text("q"), limit=limit)})
+    return jsonify({"suggestions": kb_search.suggest(_index(), current_viewer(), _text("q"), limit=limit)})
 
 
 @bp.get("/api/tried-before")
 def api_tried_before():
     title = _text("title", 300) or _text("q", 300)
-    found = kb_search.tried_before(_index(), views.current_viewer(), title, exclude=_text("exclude") or None)
+    found = kb_search.tried_before(_index(), current_viewer(), title, exclude=_text("exclude") or None)
     return jsonify(found.as_json())
