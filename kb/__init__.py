@@ -40,10 +40,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
 
-    from kb import cli, db, search, web
+    from kb import cli, db, search, viewcache, web
 
     db.init_app(app)
     search.init_app(app)
+    viewcache.init_app(app)
     web.init_app(app)
     cli.init_app(app)
     return app
