@@ -12,6 +12,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from kb import resources
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +63,8 @@ class KnowledgeBase(Flask):
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = KnowledgeBase(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = KnowledgeBase(__name__, template_folder=str(resources.folder("templates")),
+                        static_folder=str(resources.folder("static")))
     data_dir = Path((test_config or {}).get("DATA_DIR") or os.environ.get("KB_DATA_DIR") or ROOT / "instance")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # The API answers 413 itself for bodies over 1 MiB; this stops anything absurd before it is read.
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         SEARCH_BACKGROUND=True,
-        CONTENT_DIR=str(ROOT / "content"),
+        CONTENT_DIR=str(resources.folder("content")),
     )
     if test_config:
         app.config.update(test_config)
