@@ -33,7 +33,8 @@ def _secret_key(data_dir: Path) -> str:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder=str(resources.templates_dir()), static_folder=str(resources.static_dir()))
+    app = Flask(__name__, template_folder=str(resources.folder("templates")),
+                static_folder=str(resources.folder("static")))
     app.config.from_mapping(config.load(test_config))
     data_dir = Path(app.config["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
