@@ -469,6 +469,8 @@ class Picture:
     height: str
     font: str
     title: str
+    pad_x: int  # where the lane headings start
+    bar_height: int
     ticks: list[YearTick]
     grid_top: str
     grid_bottom: str
@@ -513,17 +515,18 @@ def picture(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -> P
         heading = lane.label if lane.kind != "role" else f"Role: {lane.label}"
         bars = [_drawn_bar(bar, inside, scale, y + LANE_HEAD_H + r * ROW_H, url_for_page)
                 for r, row in enumerate(rows) for bar, inside in row]
-        lanes.append(DrawnLane(_clean(lane.kind), f"{y:.0f}", f"{lane_h + 4:.0f}",
-                               "#f4f6f9" if lane.kind == "role" else "#fbfbfc", _clean(_short(heading, 120)),
-                               f"{y + 16:.0f}", bars))
+        lanes.append(DrawnLane(kind=_clean(lane.kind), y=f"{y:.0f}", height=f"{lane_h + 4:.0f}",
+                               fill="#f4f6f9" if lane.kind == "role" else "#fbfbfc",
+                               heading=_clean(_short(heading, 120)), heading_y=f"{y + 16:.0f}", bars=bars))
         y += lane_h + 8
 
     # Today, over everything.
     now = _day_position(tl.today)
     today_x = scale(now) if first <= now <= last else None
     return Picture(
-        width=WIDTH, height=f"{height:.0f}", font=FONT, title=_clean(title), ticks=ticks, grid_top=str(AXIS_H - 6),
-        grid_bottom=f"{bottom:.0f}", label_ys=(f"{AXIS_H - 10:.0f}", f"{bottom + 16:.0f}"), lanes=lanes,
+        width=WIDTH, height=f"{height:.0f}", font=FONT, title=_clean(title), pad_x=PAD_X, bar_height=BAR_H,
+        ticks=ticks, grid_top=str(AXIS_H - 6), grid_bottom=f"{bottom:.0f}",
+        label_ys=(f"{AXIS_H - 10:.0f}", f"{bottom + 16:.0f}"), lanes=lanes,
         empty_x=str(WIDTH / 2), empty_y=str(AXIS_H + 24),
         today_x=None if today_x is None else f"{today_x:.1f}", today_bottom=f"{bottom:.0f}",
         today_anchor="end" if today_x is not None and today_x > WIDTH - 40 else "middle")
