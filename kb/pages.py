@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
+from markupsafe import Markup
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, defer
 
@@ -17,7 +18,7 @@ from kb import access, kinds
 from kb.access import Viewer
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotFound, TooLarge
 from kb.models import IndexQueueEntry, Link, Page, PageTag, Revision, SlugRedirect, User, utcnow
-from kb.render import mark_wanted, render, wiki_link_targets
+from kb.render import mark_wanted, render, trusted, wiki_link_targets
 from kb.slugs import slugify
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -118,11 +119,11 @@ def visible_targets(session: Session, viewer: Viewer, slugs: Iterable[str]) -> s
     return found | {old for old, visibility, readers in rows if access.can_read(viewer, visibility, readers)}
 
 
-def for_reader(session: Session, viewer: Viewer, html: str, body: str) -> str:
+def for_reader(session: Session, viewer: Viewer, html: str, body: str) -> Markup:
     """Cached HTML as this reader sees it: links to pages they cannot open are marked wanted, like missing ones."""
     targets = wiki_link_targets(body)
     if not targets:
-        return html
+        return trusted(html)
     return mark_wanted(html, set(targets) - visible_targets(session, viewer, targets))
 
 

@@ -3,6 +3,11 @@
 Every surface that shows user text as HTML (page, preview, diff, tour notes, feeds, exports) calls `render`,
 or `sanitise` for HTML that did not come from Markdown. Raw HTML is allowed through Markdown only so that the
 allowlist below can decide what survives; anything else is escaped and shown as text, never executed.
+
+What comes out is `markupsafe.Markup`, so templates print it as it is and never need `|safe`; anything that is
+not Markup is escaped by the template. `sanitise` is the one function that turns user text into Markup. HTML this
+module produced and someone stored as text (the HTML cached per revision) becomes Markup again only through
+`trusted`, and the wanted-link rewrite (`mark_wanted`) works on such HTML and returns Markup too.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from xml.etree.ElementTree import Element
 
 import bleach
 import markdown
+from markupsafe import Markup
 from bleach.html5lib_shim import Filter
 from markdown.extensions import Extension
 from markdown.extensions.toc import TocExtension, slugify_unicode
@@ -54,7 +60,7 @@ _PIPE = re.compile(r"\\?\|")
 class Rendered:
     """What a page shows, and which pages it links to (for backlinks and the wanted-pages queue)."""
 
-    html: str  # sanitised HTML
+    html: Markup  # sanitised HTML
     links: tuple[str, ...]  # slugs of wiki-link targets in document order, de-duplicated
 
 
@@ -154,9 +160,20 @@ def _cleaner() -> bleach.Cleaner:
     return cleaner
 
 
-def sanitise(html_text: str) -> str:
-    """Clean HTML against the allowlist; the last step of `render`, and for any other user HTML."""
-    return _cleaner().clean(html_text or "")
+def sanitise(html_text: str) -> Markup:
+    """Clean HTML against the allowlist; the last step of `render`, and for any other user HTML.
+
+    The one sanitiser: every piece of user text that becomes HTML passes through here."""
+    return Markup(_cleaner().clean(html_text or ""))
+
+
+def trusted(html_from_store: str) -> Markup:
+    """HTML that `render` (or `sanitise`) produced earlier and was stored as text, such as the HTML cached per
+    revision, as Markup again.
+
+    Only for HTML this module produced and stored: it is not cleaned again, so text from anywhere else (a form, a
+    file, a request) must go through `render` or `sanitise` instead."""
+    return Markup(html_from_store or "")
 
 
 def render(text: str) -> Rendered:
@@ -176,18 +193,19 @@ def render(text: str) -> Rendered:
 _WANTED_TITLE = "Page not written yet"
 
 
-def mark_wanted(html: str, wanted: Iterable[str]) -> str:
+def mark_wanted(html: str, wanted: Iterable[str]) -> Markup:
     """Mark the wiki links to these slugs as wanted, in HTML that `render` produced with every link existing.
 
     HTML is cached once per revision for everyone; whether a link leads anywhere depends on who is reading (a
     page they may not read must look like a page not written yet), so this runs per reader on the cached HTML.
-    It only adds a class and a title to anchors that `render` wrote itself.
+    It only adds a class and a title to anchors that `render` wrote itself, so the result is `trusted` markup.
     """
+    html = str(html)  # Markup's own replace() would escape the anchors written here
     for slug in wanted:
         href = "/wiki/" + quote(slug, safe="")
         html = html.replace(f'<a class="wikilink" href="{href}">',
                             f'<a class="wikilink wanted" href="{href}" title="{_WANTED_TITLE}">')
-    return html
+    return trusted(html)
 
 
 # Mirrors what Markdown treats as code, so the cheap scan agrees with `render`: fenced blocks (fence at the
@@ -223,7 +241,7 @@ _SPACES = re.compile(r"\s+")
 
 def plain_text(text: str) -> str:
     """Markdown -> plain text for search snippets and feeds. Not HTML: escape it when putting it in a page."""
-    body = _NOT_CONTENT.sub("", render(text).html)
+    body = _NOT_CONTENT.sub("", str(render(text).html))
     # Block boundaries become spaces so words of adjacent paragraphs/cells do not run together.
     body = _TAG.sub(lambda m: " " if m.group(2).lower() in _BLOCK_TAGS else "", body)
     return _SPACES.sub(" ", html.unescape(body)).strip()

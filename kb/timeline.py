@@ -2,16 +2,15 @@
 
 `build_timeline` gathers the data: leaders' tenures in one lane per role, initiatives as bars coloured by status
 (with an end marker saying why they ended), partnerships in their own lane. Items still running are drawn to today.
-Only pages the viewer may read are used (through kb.access). `render_svg` draws it on the server as SVG; every text
-in it comes from users and is escaped by ElementTree. `routine_calendar` lays routines out by month, flagging those
-only one person can run. No Flask here: views pass in how to link to a page.
+Only pages the viewer may read are used (through kb.access). `picture` lays it out for drawing on the server as SVG;
+templates/timeline/_picture.svg draws it, escaping every text in it (they come from users). `routine_calendar` lays
+routines out by month, flagging those only one person can run. No Flask here: views pass in how to link to a page.
 """
 from __future__ import annotations
 
 import calendar
 import math
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
@@ -309,7 +308,6 @@ def _span(page: Page, start: Any, end: Any, open_ended: bool, now: float) -> Bar
 # ---------------------------------------------------------------------------------------------------------------
 # The picture
 
-SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH = 1000
 PAD_X = 14
 AXIS_H = 42
@@ -323,7 +321,7 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _clean(text: Any) -> str:
-    """Text safe to put in XML: ElementTree escapes markup, but characters XML forbids must go."""
+    """Text safe to put in XML: the template escapes markup, but characters XML forbids must go."""
     return _XML_BAD.sub("", str(text))
 
 
@@ -344,13 +342,6 @@ def _fill(bar: Bar) -> str:
     if bar.kind == "partnership":
         return PARTNERSHIP_COLOURS.get(bar.status, PARTNERSHIP_COLOURS[None])
     return STATUS_COLOURS.get(bar.status, STATUS_COLOURS[None])
-
-
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k.rstrip("_").replace("_", "-"): _clean(v) for k, v in attrs.items()})
-    if text is not None:
-        el.text = _clean(text)
-    return el
 
 
 def _end_note(bar: Bar) -> str:
@@ -421,8 +412,79 @@ class _FirstFree:
         return node - self.size
 
 
-def render_svg(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -> str:
-    """The timeline as an SVG document (a string), ready to inline in HTML or serve as image/svg+xml."""
+# What templates/timeline/_picture.svg draws. Positions are worked out here and written as the attribute text
+# they become; texts are plain (the template escapes them) with the characters XML forbids removed.
+
+@dataclass(frozen=True)
+class YearTick:
+    """A year on the axis: a grid line, labelled at the top and at the bottom."""
+
+    x: str
+    year: int
+    anchor: str  # text-anchor of the labels: the first and last years stay inside the picture
+
+
+@dataclass(frozen=True)
+class DrawnBar:
+    """One bar as drawn: a link to its page holding the shape, its markers and its label."""
+
+    href: str
+    classes: str
+    detail: str  # the tooltip, the accessible name and what timeline.js shows below the picture
+    slug: str
+    x: str
+    y: str
+    width: str
+    fill: str
+    dashed: bool  # it ended, but nobody recorded when: a dashed outline
+    arrow: str | None  # path of the arrow head of a bar still running
+    marker: str | None  # path of the diamond at the end of an ended initiative
+    label: str
+    label_x: str
+    label_y: str
+    label_fill: str
+    inside: bool  # the label fits inside the bar; else it follows it, with the end note in a smaller type
+    note: str  # why or whether it ended ("" for none)
+    note_x: str  # where the note starts when the label is inside
+
+
+@dataclass(frozen=True)
+class DrawnLane:
+    """A lane as drawn: its background band, its heading and its bars, row by row."""
+
+    kind: str
+    y: str
+    height: str
+    fill: str
+    heading: str
+    heading_y: str
+    bars: list[DrawnBar]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The whole timeline picture, ready for templates/timeline/_picture.svg."""
+
+    width: int
+    height: str
+    font: str
+    title: str
+    pad_x: int  # where the lane headings start
+    bar_height: int
+    ticks: list[YearTick]
+    grid_top: str
+    grid_bottom: str
+    label_ys: tuple[str, str]  # the year labels above and below the lanes
+    lanes: list[DrawnLane]
+    empty_x: str
+    empty_y: str
+    today_x: str | None  # None when today is outside the years shown
+    today_bottom: str
+    today_anchor: str
+
+
+def picture(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -> Picture:
+    """The timeline laid out for drawing: lanes, rows, bars, labels and the axis, every position decided."""
     url_for_page = url_for_page or (lambda slug: f"/wiki/{slug}")
     first, last = tl.first_year, tl.last_year
     if last - first < 5:
@@ -437,64 +499,41 @@ def render_svg(tl: Timeline, url_for_page: Callable[[str], str] | None = None) -
     body_h = sum(LANE_HEAD_H + len(rows) * ROW_H + 8 for _, rows in packed) or 40
     height = AXIS_H + body_h + AXIS_H - 8
     counts = tl.counts()
-
-    svg = ET.Element("svg", {"xmlns": SVG_NS, "viewBox": f"0 0 {WIDTH} {height:.0f}", "width": str(WIDTH),
-                             "height": f"{height:.0f}", "class": "timeline-svg", "font-family": FONT,
-                             "font-size": "12", "role": "group", "aria-labelledby": "timeline-svg-title"})
-    _sub(svg, "title", f"Reform timeline {first}–{last - 1}: {counts['leader']} tenures, "
-                       f"{counts['initiative']} initiatives, {counts['partnership']} partnerships",
-         id="timeline-svg-title")
-    _sub(svg, "rect", x=0, y=0, width=WIDTH, height=f"{height:.0f}", fill="#ffffff", class_="timeline-bg")
+    title = (f"Reform timeline {first}–{last - 1}: {counts['leader']} tenures, {counts['initiative']} initiatives, "
+             f"{counts['partnership']} partnerships")
 
     # Year grid and axis labels, top and bottom.
-    grid = _sub(svg, "g", class_="timeline-grid", aria_hidden="true")
     step = _tick_step(span)
     bottom = AXIS_H + body_h
-    for year in range(first - first % step if first % step else first, last + 1, step):
-        if year < first:
-            continue
-        x = scale(year)
-        _sub(grid, "line", x1=f"{x:.1f}", x2=f"{x:.1f}", y1=AXIS_H - 6, y2=f"{bottom:.0f}", stroke="#d9dee5",
-             stroke_width=1)
-        for y in (AXIS_H - 10, bottom + 16):
-            anchor = "start" if year == first else ("end" if year == last else "middle")
-            _sub(grid, "text", str(year), x=f"{x:.1f}", y=f"{y:.0f}", text_anchor=anchor, fill="#5b6877",
-                 class_="timeline-year")
+    ticks = [YearTick(f"{scale(year):.1f}", year, "start" if year == first else ("end" if year == last else "middle"))
+             for year in range(first - first % step if first % step else first, last + 1, step) if year >= first]
 
+    lanes = []
     y = AXIS_H
     for lane, rows in packed:
-        group = _sub(svg, "g", class_=f"timeline-lane timeline-lane--{lane.kind}")
         lane_h = LANE_HEAD_H + len(rows) * ROW_H
-        _sub(group, "rect", x=0, y=f"{y:.0f}", width=WIDTH, height=f"{lane_h + 4:.0f}",
-             fill="#f4f6f9" if lane.kind == "role" else "#fbfbfc", class_="timeline-lane-bg")
         heading = lane.label if lane.kind != "role" else f"Role: {lane.label}"
-        _sub(group, "text", _short(heading, 120), x=PAD_X, y=f"{y + 16:.0f}", font_weight="700",
-             fill="#1d2733", class_="timeline-lane-label")
-        for r, row in enumerate(rows):
-            top = y + LANE_HEAD_H + r * ROW_H
-            for bar, inside in row:
-                _draw_bar(group, bar, inside, scale, top, url_for_page)
+        bars = [_drawn_bar(bar, inside, scale, y + LANE_HEAD_H + r * ROW_H, url_for_page)
+                for r, row in enumerate(rows) for bar, inside in row]
+        lanes.append(DrawnLane(kind=_clean(lane.kind), y=f"{y:.0f}", height=f"{lane_h + 4:.0f}",
+                               fill="#f4f6f9" if lane.kind == "role" else "#fbfbfc",
+                               heading=_clean(_short(heading, 120)), heading_y=f"{y + 16:.0f}", bars=bars))
         y += lane_h + 8
-
-    if not tl.lanes:
-        _sub(svg, "text", "Nothing to draw: no dated tenures, initiatives or partnerships match.",
-             x=WIDTH / 2, y=AXIS_H + 24, text_anchor="middle", fill="#5b6877")
 
     # Today, over everything.
     now = _day_position(tl.today)
-    if first <= now <= last:
-        x = scale(now)
-        mark = _sub(svg, "g", class_="timeline-today")
-        _sub(mark, "line", x1=f"{x:.1f}", x2=f"{x:.1f}", y1=15, y2=f"{bottom:.0f}", stroke="#b3261e",
-             stroke_width=1.5, stroke_dasharray="4 3")
-        _sub(mark, "text", "today", x=f"{x:.1f}", y=12, text_anchor="end" if x > WIDTH - 40 else "middle",
-             fill="#b3261e",
-             font_size="11", font_weight="700")
-    return ET.tostring(svg, encoding="unicode")
+    today_x = scale(now) if first <= now <= last else None
+    return Picture(
+        width=WIDTH, height=f"{height:.0f}", font=FONT, title=_clean(title), pad_x=PAD_X, bar_height=BAR_H,
+        ticks=ticks, grid_top=str(AXIS_H - 6), grid_bottom=f"{bottom:.0f}",
+        label_ys=(f"{AXIS_H - 10:.0f}", f"{bottom + 16:.0f}"), lanes=lanes,
+        empty_x=str(WIDTH / 2), empty_y=str(AXIS_H + 24),
+        today_x=None if today_x is None else f"{today_x:.1f}", today_bottom=f"{bottom:.0f}",
+        today_anchor="end" if today_x is not None and today_x > WIDTH - 40 else "middle")
 
 
-def _draw_bar(parent: ET.Element, bar: Bar, inside: bool, scale: Callable[[float], float], top: float,
-              url_for_page: Callable[[str], str]) -> None:
+def _drawn_bar(bar: Bar, inside: bool, scale: Callable[[float], float], top: float,
+               url_for_page: Callable[[str], str]) -> DrawnBar:
     x0, x1 = scale(bar.x0), scale(bar.x1)
     w = max(x1 - x0, 3)
     y = top + (ROW_H - BAR_H) / 2
@@ -504,19 +543,10 @@ def _draw_bar(parent: ET.Element, bar: Bar, inside: bool, scale: Callable[[float
         classes.append(f"timeline-bar--{bar.status}")
     if bar.open_ended:
         classes.append("timeline-bar--open")
-    link = _sub(parent, "a", href=url_for_page(bar.slug), class_=" ".join(classes), aria_label=bar.detail,
-                data_detail=bar.detail, data_slug=bar.slug)
-    _sub(link, "title", bar.detail)
-    rect = _sub(link, "rect", x=f"{x0:.1f}", y=f"{y:.1f}", width=f"{w:.1f}", height=BAR_H, rx=3, fill=fill,
-                class_="timeline-bar__shape")
-    if bar.end_unknown:
-        rect.set("stroke", "#1d2733")
-        rect.set("stroke-dasharray", "3 2")
+    arrow = marker = None
     if bar.open_ended:
         # An arrow head: it is still running.
-        _sub(link, "path", d=f"M{x1:.1f} {y - 2:.1f} L{x1 + 7:.1f} {y + BAR_H / 2:.1f} L{x1:.1f} {y + BAR_H + 2:.1f} Z",
-             fill=fill, class_="timeline-bar__open")
-    label = _short(bar.title)
+        arrow = f"M{x1:.1f} {y - 2:.1f} L{x1 + 7:.1f} {y + BAR_H / 2:.1f} L{x1:.1f} {y + BAR_H + 2:.1f} Z"
     text_x = x0 + 5 if inside else x1 + (10 if bar.open_ended else 5)
     note = _end_note(bar)
     if note and not inside:
@@ -524,23 +554,14 @@ def _draw_bar(parent: ET.Element, bar: Bar, inside: bool, scale: Callable[[float
     if bar.ended:
         # The end marker: a diamond at the end, with why it ended.
         cy = y + BAR_H / 2
-        _sub(link, "path", d=f"M{x1:.1f} {cy - 7:.1f} L{x1 + 6:.1f} {cy:.1f} L{x1:.1f} {cy + 7:.1f} "
-                             f"L{x1 - 6:.1f} {cy:.1f} Z", fill="#1d2733", stroke="#ffffff", stroke_width=1,
-             class_="timeline-end-marker")
+        marker = f"M{x1:.1f} {cy - 7:.1f} L{x1 + 6:.1f} {cy:.1f} L{x1:.1f} {cy + 7:.1f} L{x1 - 6:.1f} {cy:.1f} Z"
     light = fill in LIGHT_FILLS
-    if inside:
-        _sub(link, "text", label, x=f"{text_x:.1f}", y=f"{y + BAR_H - 5:.1f}",
-             fill="#1d2733" if light else "#ffffff", class_="timeline-bar__label")
-        if note:
-            _sub(link, "text", note, x=f"{x1 + 10:.1f}", y=f"{y + BAR_H - 5:.1f}", fill="#1d2733",
-                 font_size="11", font_style="italic", class_="timeline-end-label")
-    else:
-        label_el = _sub(link, "text", label, x=f"{text_x:.1f}", y=f"{y + BAR_H - 5:.1f}", fill="#1d2733",
-                        class_="timeline-bar__label timeline-bar__label--outside")
-        if note:
-            tspan = ET.SubElement(label_el, "tspan", {"font-size": "11", "font-style": "italic",
-                                                      "class": "timeline-end-label"})
-            tspan.text = _clean(f"  {note}")
+    return DrawnBar(
+        href=_clean(url_for_page(bar.slug)), classes=_clean(" ".join(classes)), detail=_clean(bar.detail),
+        slug=_clean(bar.slug), x=f"{x0:.1f}", y=f"{y:.1f}", width=f"{w:.1f}", fill=fill, dashed=bar.end_unknown,
+        arrow=arrow, marker=marker, label=_clean(_short(bar.title)), label_x=f"{text_x:.1f}",
+        label_y=f"{y + BAR_H - 5:.1f}", label_fill="#1d2733" if light or not inside else "#ffffff", inside=inside,
+        note=_clean(note), note_x=f"{x1 + 10:.1f}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ from urllib.parse import unquote
 import html5lib
 import pytest
 
+from markupsafe import Markup
+
 from kb.render import (
-    ALLOWED_ATTRIBUTES, ALLOWED_TAGS, Rendered, mark_wanted, plain_text, render, sanitise, wiki_link_targets,
+    ALLOWED_ATTRIBUTES, ALLOWED_TAGS, Rendered, mark_wanted, plain_text, render, sanitise, trusted,
+    wiki_link_targets,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -314,6 +317,14 @@ def test_mark_wanted_leaves_user_written_links_alone():
     assert second.get("class") == "wikilink wanted"
 
 
+def test_mark_wanted_works_on_stored_text_and_on_markup_alike():
+    html = render("See [[Writing Assessment]].").html
+    from_store = str(html)  # as the per-revision cache gives it back
+    marked = [mark_wanted(h, ["writing-assessment"]) for h in (html, from_store)]
+    assert all(type(m) is Markup for m in marked)
+    assert marked[0] == marked[1] and 'class="wikilink wanted"' in marked[0]
+
+
 def test_slug_and_label_link():
     [a] = find_all(render("[[writing-assessment|the 2002 writing assessment]]").html, "a")
     assert a.get("href") == "/wiki/writing-assessment"
@@ -422,6 +433,20 @@ def test_plain_text_has_words_without_markup():
 
 def test_plain_text_keeps_escaped_markup_as_literal_text():
     assert plain_text("a <script>x</script> b") == "a <script>x</script> b"
+
+
+def test_html_comes_out_as_markup_and_plain_text_does_not():
+    """Templates print Markup as it is and escape everything else, so the type says what is safe to print."""
+    assert type(render("*x*").html) is Markup
+    assert type(sanitise("<em>x</em>")) is Markup
+    assert type(plain_text("*x* <b>")) is str
+
+
+def test_trusted_gives_stored_html_back_unchanged():
+    html = render("A [[Link]] & <em>more</em>").html
+    again = trusted(str(html))
+    assert type(again) is Markup and again == html
+    assert trusted(None) == Markup("")
 
 
 def test_empty_input():

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from datetime import date
 
 import pytest
+from flask import render_template
 
 from conftest import viewer_for
 from kb import timeline
@@ -41,6 +42,12 @@ def history(make_page):
 def build(app, user="contributor", **filters):
     with app.extensions["kb_db"].reading() as s:
         return timeline.build_timeline(s, viewer_for(app, user), today=TODAY, **filters)
+
+
+def draw(app, tl):
+    """The picture as /timeline.svg serves it: laid out by kb.timeline, drawn by its template."""
+    with app.test_request_context():
+        return render_template("timeline/_picture.svg", picture=timeline.picture(tl))
 
 
 def bars_by_title(tl):
@@ -142,7 +149,7 @@ def test_json_needs_a_signed_in_reader(client):
 
 def test_svg_is_well_formed_and_has_a_linked_bar_per_item(app, history):
     tl = build(app)
-    svg = ET.fromstring(timeline.render_svg(tl))
+    svg = ET.fromstring(draw(app, tl))
     assert svg.tag == f"{SVG}svg"
     links = svg.findall(f".//{SVG}a")
     assert len(links) == len(tl.bars) == 7
@@ -170,7 +177,7 @@ def test_svg_escapes_whatever_users_typed(app, make_page):
               fields={"status": "active", "started": "2010"}, body="x")
     make_page("Role test", kind="leader",
               fields={"tenures": [{"role": "<b>Chief</b> \x01 officer", "from": "2001", "to": "2003"}]})
-    text = timeline.render_svg(build(app))
+    text = draw(app, build(app))
     assert "<script" not in text and "<b>" not in text
     svg = ET.fromstring(text)  # well-formed, even with a control character in the input
     assert svg.find(f".//{SVG}script") is None
@@ -180,7 +187,7 @@ def test_svg_escapes_whatever_users_typed(app, make_page):
 
 
 def test_an_empty_timeline_still_draws(app):
-    svg = ET.fromstring(timeline.render_svg(build(app)))
+    svg = ET.fromstring(draw(app, build(app)))
     assert svg.findall(f".//{SVG}a") == []
     assert "Nothing to draw" in "".join(svg.itertext())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
-from markupsafe import Markup
 
 from kb import timeline as tl_domain
 from kb.web.context import db_session
@@ -26,8 +25,8 @@ def _build():
 def timeline():
     require_reader()
     data = _build()
-    svg = Markup(tl_domain.render_svg(data, _page_url))  # built with ElementTree: every text in it is escaped
-    return render_template("timeline/timeline.html", tl=data, svg=svg, kinds=tl_domain.TIMELINE_KINDS,
+    return render_template("timeline/timeline.html", tl=data, picture=tl_domain.picture(data, _page_url),
+                           kinds=tl_domain.TIMELINE_KINDS,
                            status_colours=tl_domain.STATUS_COLOURS, tenure_colours=tl_domain.TENURE_COLOURS,
                            partnership_colours=tl_domain.PARTNERSHIP_COLOURS)
 
@@ -36,7 +35,8 @@ def timeline():
 def timeline_svg():
     """The picture on its own, for slides and printing."""
     require_reader()
-    svg = tl_domain.render_svg(_build(), lambda slug: url_for("wiki.view", slug=slug, _external=True))
+    picture = tl_domain.picture(_build(), lambda slug: url_for("wiki.view", slug=slug, _external=True))
+    svg = render_template("timeline/_picture.svg", picture=picture)
     return Response('<?xml version="1.0" encoding="UTF-8"?>\n' + svg, mimetype="image/svg+xml")
 
 

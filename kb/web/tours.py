@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 from werkzeug.exceptions import BadRequest
 
 from kb import kinds, pages, tours
@@ -33,9 +34,9 @@ def job_title() -> str:
     return getattr(current_user, "display_name", "") or ""
 
 
-def _html(text: str) -> str:
-    """Markdown through the one rendering and sanitising function, wanted links marked."""
-    return pages.render_body(db_session(), current_viewer(), text or "")[0] if text else ""
+def _html(text: str) -> Markup:
+    """Markdown through the one rendering and sanitising function, wanted links marked (empty text: empty Markup)."""
+    return pages.render_body(db_session(), current_viewer(), text or "")[0]
 
 
 def _stop_url(tour, number: int) -> str:
