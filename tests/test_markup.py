@@ -30,7 +30,6 @@ KB = ROOT / "kb"
 # Python modules that may still make Markup outside kb/render.py, and why. Each is temporary: delete its line when
 # its code stops calling Markup(), and do not add one without a reason as good.
 MARKUP_EXCEPTIONS = {
-    "kb/web/wiki.py": "page views splice the stored page body into the site layout (being rewritten)",
     "kb/web/search.py": "search snippets, escaped by kb.search, until they come from kb.render.highlight",
 }
 
@@ -100,7 +99,7 @@ HOSTILE_TITLE = 'Notes <img src=x onerror=alert(1)> & "quotes"'
 
 # Templates that print HTML made by kb.render, and where in their context it is.
 RENDERED_HTML = {
-    "wiki/_page.html": lambda c: [c["html"]],
+    "wiki/view.html": lambda c: [c["content"], c["backlinks"]],
     "wiki/revision.html": lambda c: [c["html"]],
     "tours/index.html": lambda c: list(c["descriptions"].values()),
     "tours/overview.html": lambda c: [c["description"]],

@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import (Blueprint, Response, abort, current_app, flash, get_template_attribute, jsonify, redirect,
                    render_template, request, url_for)
 from flask_login import current_user
-from markupsafe import Markup
 
 from kb import access, kinds, pages, search, viewcache
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
+from kb.render import trusted
 from kb.web.context import db_session, kick_index, now
-from kb.web.login import current_viewer, require_reader
 from kb.web.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
+from kb.web.login import current_viewer, require_reader
 
 bp = Blueprint("wiki", __name__)
 
@@ -85,8 +85,8 @@ def view(slug: str):
                                title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
     viewer, s = current_viewer(), db_session()
     stored = viewcache.store_for(current_app).fragments(s, viewer, page, lambda: _stored_fragments(s, viewer, page))
-    return render_template("wiki/view.html", page=page, content=Markup(stored["content"]),
-                           backlinks=Markup(stored["backlinks"]), may_edit=access.can_edit_page(viewer, page))
+    return render_template("wiki/view.html", page=page, content=trusted(stored["content"]),
+                           backlinks=trusted(stored["backlinks"]), may_edit=access.can_edit_page(viewer, page))
 
 
 def _stored_fragments(s, viewer, page) -> dict[str, str]:
