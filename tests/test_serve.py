@@ -81,7 +81,7 @@ def test_requests_in_the_workers_do_not_share_who_is_signed_in(served):
         assert "+ New page" in request(port, "GET", "/", cookie=admin)[2]
         assert "+ New page" not in request(port, "GET", "/", cookie=reader)[2]
         status, headers, _ = request(port, "GET", "/")
-        assert status == 302 and "/login" in headers["Location"]
+        assert status == 302 and headers["Location"] == "/login?next=/"
 
 
 def test_stored_page_views_follow_a_change_made_in_another_process(served):

@@ -7,7 +7,7 @@ import re
 
 def test_anonymous_visitors_are_sent_to_sign_in(client):
     r = client.get("/wiki/anything")
-    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/wiki/anything"
 
 
 def test_create_page_from_a_kind_template(client, auth):
