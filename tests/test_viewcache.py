@@ -94,7 +94,19 @@ def test_restricted_page_is_not_served_from_a_stored_view_to_others(app, client,
     assert "Private." not in response.get_data(as_text=True)
 
 
-def test_forms_carry_the_sessions_csrf_token_and_never_the_mark(make_app):
+def csrf_tokens(html: str) -> set[str]:
+    return set(re.findall(r'(?:name="csrf_token" value|name="csrf-token" content)="([^"]+)"', html))
+
+
+def signed_in_with_csrf(app, name: str):
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    (token,) = csrf_tokens(login)
+    assert client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": token}).status_code == 302
+    return client
+
+
+def test_a_stored_view_carries_each_sessions_own_working_form_token(make_app):
     from kb import pages
 
     app = make_app(WTF_CSRF_ENABLED=True)
@@ -103,34 +115,39 @@ def test_forms_carry_the_sessions_csrf_token_and_never_the_mark(make_app):
         pages.save_page(s, viewer_for(app, "admin"), None,
                         pages.PageState(title="Kitchen Rota", kind="page", fields={}, tags=[], visibility="public",
                                         readers=[], sources=[], body="x"), None, "test")
-    client = app.test_client()
-    login = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
-    client.post("/login", data={"name": "curator", "password": PASSWORD, "csrf_token": token})
-    marks = [viewcache.mark(app.config["SECRET_KEY"], n) for n in ("csrf", "title", "body")]
-    for _ in range(2):  # rendered, then stored
+    # The same user in two browsers: the second is served the view stored for the first.
+    first, second = signed_in_with_csrf(app, "curator"), signed_in_with_csrf(app, "curator")
+    seen = {}
+    for name, client in (("first", first), ("second", second), ("first", first)):
         html = client.get("/wiki/kitchen-rota").get_data(as_text=True)
-        assert not any(m in html for m in marks)
-        tokens = set(re.findall(r'name="csrf_token" value="([^"]+)"', html))
-        assert len(tokens) == 1
-    # The token in the stored view's forms works: watching the page succeeds.
-    response = client.post("/curate/watch", data={"page": "kitchen-rota", "on": "1", "csrf_token": tokens.pop()})
-    assert response.status_code in (302, 303)
-    assert "Stop watching" in client.get("/wiki/kitchen-rota").get_data(as_text=True)
-    # What is stored holds the mark, never a session's token.
-    with app.extensions["kb_db"].reading() as s:
-        stored = [viewcache.decode(data) for (data,) in s.execute(select(RenderedView.html))]
-    assert stored and all(marks[0] in body and token not in body for body in stored)
+        tokens = csrf_tokens(html)
+        assert len(tokens) == 1, f"the {name} session's page carries {len(tokens)} different form tokens"
+        seen.setdefault(name, set()).update(tokens)
+    assert not seen["first"] & seen["second"], "one session's form token was served to another"
+    # The token in the stored view's forms works: watching the page succeeds, for each session.
+    for client, tokens in ((first, seen["first"]), (second, seen["second"])):
+        response = client.post("/curate/watch", data={"page": "kitchen-rota", "on": "1", "csrf_token": tokens.pop()})
+        assert response.status_code in (302, 303)
+        assert "Stop watching" in client.get("/wiki/kitchen-rota").get_data(as_text=True)
 
 
-def test_page_text_cannot_forge_a_mark(app, client, auth, make_page):
-    mark = viewcache.mark("another-secret", "csrf")
-    make_page("Mark Trick", body=f"kb-csrf- {mark} [link](https://example.org/?t={mark})")
-    auth.login("reader")
-    for _ in range(2):
+def test_page_text_shows_as_typed_and_never_gets_the_readers_form_token(make_app):
+    """Text that looks like a placeholder for the form token stays text: the reader's token goes only into forms."""
+    from kb import pages
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    trick = "kb-csrf-0123456789abcdef0123456789abcdef"  # the shape of a placeholder, under some other key
+    with app.extensions["kb_db"].writing() as s:
+        pages.save_page(s, viewer_for(app, "admin"), None,
+                        pages.PageState(title="Mark Trick", body=f"{trick} [link](https://example.org/?t={trick})"),
+                        None, "test")
+    client = signed_in_with_csrf(app, "reader")
+    for _ in range(2):  # rendered, then stored
         html = client.get("/wiki/mark-trick").get_data(as_text=True)
-        assert mark in html  # shown as typed: only this app's own mark is replaced
-    assert viewcache.mark("test-secret", "csrf") != mark
+        assert f"<p>{trick} " in html and f'href="https://example.org/?t={trick}"' in html  # shown as typed
+        (token,) = csrf_tokens(html)
+        forms = len(re.findall(r'(?:name="csrf_token" value|name="csrf-token" content)="', html))
+        assert html.count(token) == forms, "the reader's form token appears outside the forms"
 
 
 def test_a_message_after_an_action_uses_the_same_body(app, client, auth, make_page):
@@ -177,16 +194,15 @@ def test_old_generations_are_pruned(app, client, auth, make_page):
         assert s.scalar(select(func.count()).select_from(RenderedView)) == 1
 
 
-@pytest.mark.parametrize("day", ["2026-01-01", "2026-01-02"])
-def test_keys_name_page_revision_day_and_reader(day):
-    from datetime import date
-
-    from kb.access import Viewer
-
-    suffix = viewcache.reader_suffix(Viewer(3, "ana", "reader"), date.fromisoformat(day))
-    assert suffix.startswith(day)
-    assert suffix != viewcache.reader_suffix(Viewer(3, "ana", "curator"), date.fromisoformat(day))
-    assert viewcache.view_key(7, 2, suffix) == f"7:2:{suffix}"
+def test_a_reader_given_another_role_sees_the_controls_of_the_new_role_at_once(app, client, auth, make_page):
+    make_page("Bell Schedule", body="Set in August.")
+    reader = app.test_client()
+    reader.post("/login", data={"name": "reader", "password": PASSWORD})
+    for _ in range(2):  # rendered, then stored
+        assert "/wiki/bell-schedule/edit" not in reader.get("/wiki/bell-schedule").get_data(as_text=True)
+    auth.login("admin")
+    assert client.post("/admin/users/reader/role", data={"role": "contributor"}).status_code == 302
+    assert "/wiki/bell-schedule/edit" in reader.get("/wiki/bell-schedule").get_data(as_text=True)
 
 
 def test_fast_reader_reads_what_a_session_reads(app, make_page):
@@ -210,21 +226,29 @@ def test_fast_reader_reads_what_a_session_reads(app, make_page):
     assert head.readers == ["ana"] and head.html is None and head.generation >= 1
 
 
-def test_views_stored_under_another_secret_key_are_not_served(make_page, app):
-    """After a restore without the old secret key, stored views hold marks the app would not replace."""
-    make_page("Handbook", body="Staff handbook.")
-    client = app.test_client()
-    client.post("/login", data={"name": "curator", "password": PASSWORD})
-    client.get("/wiki/handbook")
-    assert len(stored_rows(app)) == 1
-    app.config["SECRET_KEY"] = "a-new-secret"
-    app.extensions.pop("kb_view_marks", None)
-    app.extensions.pop("kb_view_chrome", None)
-    client = app.test_client()
-    client.post("/login", data={"name": "curator", "password": PASSWORD})
-    html = client.get("/wiki/handbook").get_data(as_text=True)
-    assert viewcache.mark("test-secret", "csrf") not in html
-    assert len(stored_rows(app)) == 2  # stored again, under the new key
+def test_after_a_restart_with_a_new_secret_key_pages_show_and_their_forms_work(make_app):
+    """A restore without the old secret key: views stored by the old app must not bring its forms back."""
+    from kb import create_app, pages
+
+    old = make_app(WTF_CSRF_ENABLED=True)
+    with old.extensions["kb_db"].writing() as s:
+        pages.save_page(s, viewer_for(old, "admin"), None, pages.PageState(title="Handbook", body="Staff handbook."),
+                        None, "test")
+    assert "Staff handbook." in signed_in_with_csrf(old, "curator").get("/wiki/handbook").get_data(as_text=True)
+    config = {key: old.config[key] for key in ("TESTING", "DATA_DIR", "DATABASE_URL", "SEARCH_BACKGROUND")}
+    new = create_app({**config, "SECRET_KEY": "a-new-secret", "WTF_CSRF_ENABLED": True})
+    try:
+        client = signed_in_with_csrf(new, "curator")
+        html = client.get("/wiki/handbook").get_data(as_text=True)
+        assert "Staff handbook." in html
+        tokens = csrf_tokens(html)
+        assert len(tokens) == 1, f"the forms carry {tokens} (a placeholder left from the old key?)"
+        token = tokens.pop()
+        response = client.post("/curate/watch", data={"page": "handbook", "on": "1", "csrf_token": token})
+        assert response.status_code in (302, 303)
+        assert "Stop watching" in client.get("/wiki/handbook").get_data(as_text=True)
+    finally:
+        new.extensions["kb_db"].dispose()
 
 
 def test_sqlite_read_connection_is_kept_per_thread_and_process(app, make_page, monkeypatch):
