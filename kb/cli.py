@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 
 from kb import accounts, instance, search, transfer
 from kb.access import Viewer
@@ -166,12 +166,11 @@ def check_command(repair: bool):
 @click.option("--threads", type=int, default=1, show_default=True)
 def serve_command(host: str, port: int | None, workers: int, threads: int):
     """Serve with gunicorn (several worker processes)."""
-    # Built here, outside any app context: an app context left pushed in the master would be inherited by
+    # A new app, outside any app context: an app context left pushed in the master would be inherited by
     # every request in the workers, sharing `g` (the signed-in user, the CSRF token) between requests.
-    from kb import create_app
     from kb.server import serve
 
-    app = create_app()
+    app = _new_app()
     instance.prepare(app)
     serve(app, host, port or app.config["PORT"], workers, threads)
 
@@ -185,19 +184,23 @@ def init_app(app) -> None:
         app.cli.add_command(command)
 
 
-def _create_app(*_args, **_kwargs):
-    from kb import create_app
+def _new_app():
+    """Another app built the way the running command's was: by the factory `main` was given, or (under
+    `flask --app kb`) from the same import path."""
+    info = click.get_current_context().ensure_object(ScriptInfo)
+    if info.create_app is not None:
+        return info.create_app()
+    return ScriptInfo(app_import_path=info.app_import_path, set_debug_flag=False).load_app()
 
-    return create_app()
 
-
-cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                 help="The district knowledge base. Commands: init, import, export, reindex, check, user, token, serve.")
-
-
-def main() -> None:
+def main(create_app) -> None:
+    """The `kb` command, with apps made by `create_app` (kb.__main__ passes kb.create_app, so that this module,
+    which the factory uses to add the commands, does not import the factory)."""
     from kb.config import ConfigError
 
+    cli = FlaskGroup(create_app=lambda *_args, **_kwargs: create_app(), add_default_commands=False,
+                     help="The district knowledge base. Commands: init, import, export, reindex, check, user, token, "
+                          "serve.")
     try:
         cli(prog_name="kb")
     except ConfigError as e:

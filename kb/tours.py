@@ -25,6 +25,7 @@ from kb.access import Viewer
 from kb.errors import EditConflict, ImportFailed, InvalidFields, NotAllowed, NotFound, NotSignedIn
 from kb.models import Page, SlugRedirect, Tour, TourRead, TourRevision, TourStop, User, utcnow
 from kb.slugs import slugify
+from kb.yamlfile import Loader, load_yaml, read_text
 
 TOUR_KEYS = ("slug", "title", "description", "audience", "minutes", "stops")
 STOP_KEYS = ("page", "note", "question")
@@ -131,7 +132,7 @@ def clean_spec(data: Any, where: str, lines: dict[str, int] | None = None,
 def _stop_lines(text: str) -> list[int]:
     """Line numbers (1-based) where each entry of the top-level `stops` list starts."""
     try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        node = yaml.compose(text, Loader=Loader)
     except yaml.YAMLError:
         return []
     if not isinstance(node, yaml.MappingNode):
@@ -144,8 +145,6 @@ def _stop_lines(text: str) -> list[int]:
 
 def parse_tour_file(path: Path, where: str) -> TourSpec:
     """Read one tour file; ImportFailed names the file and line of the first problem."""
-    from kb.transfer import load_yaml, read_text
-
     text = read_text(path, where)
     data, lines = load_yaml(text, where)
     return clean_spec(data, where, lines, _stop_lines(text))

@@ -22,19 +22,7 @@ from kb.errors import ImportFailed, InvalidFields, KBError
 from kb.models import Page, User
 from kb.render import render
 from kb.slugs import slugify
-
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class Loader(_BaseLoader):
-    """Safe YAML where dates stay text: our fields validate them and can then name the file and line."""
-
-
-Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
-Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+from kb.yamlfile import Dumper, load_yaml, read_text
 
 PAGE_KEYS = ("title", "slug", "kind", "tags", "visibility", "readers", "owner", "sources", "review_every",
              "verified_by", "verified_on", "fields")
@@ -63,23 +51,6 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _key_lines(node: Any, first_line: int) -> dict[str, int]:
-    """Line numbers (1-based, in the file) of top-level keys and of `fields.<name>` keys."""
-    lines: dict[str, int] = {}
-    if not isinstance(node, yaml.MappingNode):
-        return lines
-    for key, value in node.value:
-        name = getattr(key, "value", None)
-        if not isinstance(name, str):
-            continue
-        lines[name] = key.start_mark.line + first_line
-        if name == "fields" and isinstance(value, yaml.MappingNode):
-            for k2, _ in value.value:
-                if isinstance(getattr(k2, "value", None), str):
-                    lines[f"fields.{k2.value}"] = k2.start_mark.line + first_line
-    return lines
-
-
 def split_front_matter(text: str, where: str) -> tuple[str, int, str]:
     """(front matter YAML, line number where it starts, body). The file must start with a '---' line."""
     if text.startswith("\ufeff"):
@@ -91,32 +62,6 @@ def split_front_matter(text: str, where: str) -> tuple[str, int, str]:
         if lines[i].strip() in ("---", "..."):
             return "\n".join(lines[1:i]), 2, "\n".join(lines[i + 1:]).lstrip("\n")
     raise ImportFailed(f"{where}:1", "the front matter is never closed with a '---' line")
-
-
-def read_text(path: Path, where: str) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ImportFailed(f"{where}:{line}", f"is not UTF-8 text (bad byte at offset {e.start})") from None
-
-
-def load_yaml(text: str, where: str, first_line: int = 1) -> tuple[Any, dict[str, int]]:
-    """Parse YAML, turning syntax errors into ImportFailed with the file and line."""
-    try:
-        node = yaml.compose(text, Loader=Loader)
-        data = yaml.load(text, Loader=Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = (mark.line + first_line) if mark else first_line
-        problem = f"malformed YAML: {e.problem or e}"
-        if e.context and e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
-            problem += f" ({e.context} that starts on line {e.context_mark.line + first_line})"
-        raise ImportFailed(f"{where}:{line}", problem) from None
-    except yaml.YAMLError as e:
-        raise ImportFailed(where, f"malformed YAML: {e}") from None
-    return data, _key_lines(node, first_line)
 
 
 def _date_text(value: Any) -> Any:

@@ -184,3 +184,30 @@ def browser_login(page, live: LiveServer, name: str, password: str = PASSWORD) -
     page.fill("#password", password)
     page.click("button[type=submit]")
     page.wait_for_url(lambda u: "/login" not in u)
+
+
+# --- At the end of a run: how many browser tests ran (scripts/test may leave them out, and says why). ---
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    ran, passed, failed, skipped = set(), set(), set(), set()
+    for outcome, reports in terminalreporter.stats.items():
+        for report in reports:
+            if "browser" not in getattr(report, "keywords", {}) or not hasattr(report, "when"):
+                continue
+            if report.when == "call":
+                ran.add(report.nodeid)
+            if report.failed:
+                failed.add(report.nodeid)
+            elif report.skipped:
+                skipped.add(report.nodeid)
+            elif report.when == "call" and report.passed:
+                passed.add(report.nodeid)
+    deselected = [item for item in terminalreporter.stats.get("deselected", []) if item.get_closest_marker("browser")]
+    line = (f"browser tests: {len(ran)} ran, {len(passed - failed)} passed, {len(failed)} failed"
+            + (f", {len(skipped - failed)} skipped" if skipped - failed else "")
+            + (f", {len(deselected)} deselected" if deselected else ""))
+    terminalreporter.write_sep("-", "browser tests")
+    terminalreporter.write_line(line, red=bool(failed), yellow=not ran and not failed, green=bool(ran) and not failed)
+    reason = os.environ.get("KB_BROWSER_TESTS_SKIPPED")
+    if reason:
+        terminalreporter.write_line(f"browser tests were left out: {reason}", yellow=True)

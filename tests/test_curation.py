@@ -567,7 +567,8 @@ def test_recent_changes_filter_by_kind_tag_and_user(mixed_visibility, make_page,
 
 
 def test_recent_changes_need_a_reader(app, client):
-    assert client.get("/recent").status_code == 302
+    r = client.get("/recent")
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/recent"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -396,11 +396,13 @@ def test_no_review_when_already_ended_or_when_other_fields_change(client, auth, 
     auth.login("contributor")
     r = client.post(f"/wiki/{slug}/edit", data={"kind": "initiative", "title": "Old assessment", "base_revision": "1",
                                                  "f.status": "replaced", "f.ended_reason": "replaced"})
-    assert r.status_code == 302
+    assert r.status_code == 302 and r.headers["Location"] == f"/wiki/{slug}"  # saved, no review screen
+    assert client.get(f"/api/pages/{slug}").get_json()["fields"]["status"] == "replaced"
     slug = make_page("Running", kind="initiative", fields={"status": "active"})
     r = client.post(f"/wiki/{slug}/edit", data={"kind": "initiative", "title": "Running", "base_revision": "1",
                                                  "f.status": "sustained"})
-    assert r.status_code == 302
+    assert r.status_code == 302 and r.headers["Location"] == f"/wiki/{slug}"
+    assert client.get(f"/api/pages/{slug}").get_json()["fields"]["status"] == "sustained"
 
 
 def test_enter_key_default_button_is_plain_save(client, auth):

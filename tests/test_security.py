@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from conftest import PASSWORD, _make_app, viewer_for
 from kb import accounts, create_app
 from kb.models import ApiToken, Page, SignInFailure, User, utcnow
-from kb.web.logs import RedactSecrets, redact
+from kb.web.logs import redact
 from kb.web.security import SECURITY_HEADERS, is_safe_next
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,7 +220,7 @@ def test_good_next_is_kept(shared_app, target):
 def test_sign_in_from_a_protected_page_comes_back_to_it(client, make_page):
     make_page("Open Target")
     r = client.get("/wiki/open-target")
-    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert r.status_code == 302 and urllib.parse.urlsplit(r.headers["Location"]).path == "/login"
     next_value = urllib.parse.parse_qs(urllib.parse.urlsplit(r.headers["Location"]).query)["next"][0]
     r = client.post("/login", data={"name": "reader", "password": PASSWORD, "next": next_value})
     assert r.headers["Location"] == "/wiki/open-target"
@@ -591,20 +591,15 @@ def test_redaction_removes_passwords_and_tokens():
     assert "/invite/[redacted]" in out and "x=1" in out
 
 
-def test_each_secret_pattern_names_the_words_it_needs():
-    """redact() skips lines holding none of the patterns' words; every match must hold one of its own words."""
-    from kb.web.logs import _SECRET_PATTERNS
-
-    samples = ["GET /invite/AbC-123", "Authorization: BEARER xyz", "x?Feed_Token=abc&y=1", "PassWord=hunter2",
-               "passwd=x", "SECRET=s", "api_key=k", "CSRF_TOKEN=t", "kb_ABCDEFGHIJKLMNOPQRST", "my_secret_token=z"]
-    matched = 0
-    for words, pattern, _ in _SECRET_PATTERNS:
-        for sample in samples:
-            for m in pattern.finditer(sample):
-                matched += 1
-                assert any(w.lower() in m.group(0).lower() for w in words), (pattern.pattern, sample)
-                assert redact(sample) != sample
-    assert matched >= len(samples)
+def test_each_kind_of_secret_is_redacted_in_any_case():
+    """redact() lets through, after one quick search, lines holding none of its patterns' words; no kind of secret,
+    in any case, may slip past that search."""
+    samples = {"GET /invite/AbC-123": "AbC-123", "Authorization: BEARER Xy7zQ": "Xy7zQ",
+               "x?Feed_Token=Fe3dT&y=1": "Fe3dT", "PassWord=Hu2nt": "Hu2nt", "passwd=Pw9dQ": "Pw9dQ",
+               "SECRET=Se4cR": "Se4cR", "api_key=Ak5eY": "Ak5eY", "CSRF_TOKEN=Cs6rF": "Cs6rF",
+               "kb_ABCDEFGHIJKLMNOPQRST": "ABCDEFGHIJKLMNOPQRST", "my_secret_token=Mt8kN": "Mt8kN"}
+    for sample, secret in samples.items():
+        assert secret not in redact(sample), sample
 
 
 @pytest.mark.parametrize("logger_name", ["werkzeug", "gunicorn.access", "gunicorn.error", "kb"])
@@ -614,7 +609,6 @@ def test_server_loggers_redact_secrets(app, caplog, logger_name):
     logger.info('"%s %s" %s', "GET", "/invite/SeCrEtInViTe123", 200)
     logger.info("%(U)s?%(q)s", {"U": "/recent.atom", "q": "token=FeEdToKeN999"})
     assert "SeCrEtInViTe123" not in caplog.text and "FeEdToKeN999" not in caplog.text
-    assert any(isinstance(f, RedactSecrets) for f in logger.filters)
 
 
 def test_no_password_or_token_reaches_any_log(app, client, auth, caplog, quick_throttle):

@@ -215,7 +215,8 @@ def test_timeline_svg_download(client, auth, history):
 
 
 def test_timeline_needs_sign_in(client):
-    assert client.get("/timeline").status_code == 302
+    r = client.get("/timeline")
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/timeline"
 
 
 # --- the routine calendar ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 
 def test_anonymous_visitors_are_sent_to_sign_in(client):
     r = client.get("/wiki/anything")
-    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/wiki/anything"
 
 
 def test_create_page_from_a_kind_template(client, auth):
@@ -32,10 +32,10 @@ def test_invalid_field_keeps_the_users_input_and_names_the_field(client, auth):
     r = client.post("/new", data={"kind": "initiative", "title": "District writing assessment", "f.status": "ended",
                                   "f.started": "2003-13", "body": "My careful notes"})
     assert r.status_code == 422
-    text = r.get_data(as_text=True)
+    text = html.unescape(r.get_data(as_text=True))
     assert "My careful notes" in text and "District writing assessment" in text
-    assert "not a real date" in text or "is not a date" in text
-    assert "needs a reason" in text or "say why it ended" in text
+    assert "Started</a>: '2003-13' is not a real date" in text
+    assert "Why it ended</a>: say why it ended: an initiative that is ended or replaced needs a reason" in text
     assert client.get("/wiki/district-writing-assessment").status_code == 404
 
 
@@ -43,13 +43,17 @@ def test_edit_conflict_screen_keeps_text_and_shows_diff(client, auth, make_page)
     make_page("Summer institutes", body="Original")
     auth.login("contributor")
     form = {"kind": "page", "title": "Summer institutes", "base_revision": "1"}
-    assert client.post("/wiki/summer-institutes/edit", data={**form, "body": "First editor"}).status_code == 302
-    r = client.post("/wiki/summer-institutes/edit", data={**form, "body": "Second editor's words"})
+    first, second = "First editor\nSee the agenda.", "Second editor's words\nSee the agenda."
+    assert client.post("/wiki/summer-institutes/edit", data={**form, "body": first}).status_code == 302
+    r = client.post("/wiki/summer-institutes/edit", data={**form, "body": second})
     assert r.status_code == 409
     text = html.unescape(r.get_data(as_text=True))
     assert "Someone else saved this page" in text
     assert "Second editor's words" in text  # kept in the editor
-    assert "+First editor" in text or "First editor" in text  # the diff against the current version
+    # The diff from the editor's text to the current version: their line goes, the saved one comes.
+    assert '<span class="diff-line diff-line--del">-Second editor\'s words</span>' in text
+    assert '<span class="diff-line diff-line--add">+First editor</span>' in text
+    assert '<span class="diff-line diff-line--ctx"> See the agenda.</span>' in text
     assert re.search(r'name="base_revision" value="2"', text)
     # Saving again from the conflict screen (now based on revision 2) works.
     r = client.post("/wiki/summer-institutes/edit", data={**form, "base_revision": "2", "body": "Merged"})
