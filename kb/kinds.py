@@ -13,15 +13,15 @@ from typing import Any
 from kb.errors import InvalidFields
 from kb.slugs import slugify
 
-# Field types. "link"/"links" hold page slugs and count as links for backlinks.
-TYPES = ("string", "text", "choice", "date", "bool", "int", "link", "links", "list", "months", "tenures", "risk")
-
 DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 MAX_TEXT = 20_000
 
 
 @dataclass(frozen=True)
 class Field:
+    """One field of a kind. Types: string, text, choice, date, bool, int, list, months, tenures, risk, and link or
+    links, which hold page slugs and count as links for backlinks."""
+
     name: str
     type: str
     label: str
@@ -36,12 +36,18 @@ class Field:
 
 @dataclass(frozen=True)
 class Kind:
+    """A kind of page. `status_field` names the field that says where a page of the kind stands; of its values,
+    `running_statuses` say the work is under way and `ended_statuses` that it is over. A status in neither (an
+    initiative that is only proposed) has not started yet."""
+
     name: str
     label: str
     plural: str
     description: str
     fields: tuple[Field, ...] = ()
     status_field: str | None = None
+    running_statuses: tuple[str, ...] = ()
+    ended_statuses: tuple[str, ...] = ()
     template: str = ""
     _by_name: dict[str, Field] = field(default_factory=dict, compare=False, repr=False)
 
@@ -67,7 +73,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          template="## Summary\n\n\n## Why it matters\n\n\n## Sources\n"),
     Kind("initiative", "Initiative", "Initiatives",
          "A reform effort in the district's history: why it started, what it did, how it ended.",
-         status_field="status",
+         status_field="status", running_statuses=("piloting", "active", "sustained"),
+         ended_statuses=("ended", "replaced"),
          template="## What it was\n\n\n## What happened\n\n\n## What we learned\n",
          fields=(
              F("status", "choice", "Status", "Where the initiative stands now.", INITIATIVE_STATUS),
@@ -109,7 +116,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          )),
     Kind("community", "Community of practice", "Communities of practice",
          "A group that shares a domain of practice and learns together.",
-         status_field="stage",
+         status_field="stage", running_statuses=("coalescing", "active"), ended_statuses=("dispersed", "memorable"),
          template="## What they do together\n\n\n## How to join\n",
          fields=(
              F("domain", "text", "Domain", "The area of practice they share."),
@@ -158,7 +165,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          )),
     Kind("partnership", "Partnership", "Partnerships",
          "A relationship with an outside organisation: what it was for and how it worked.",
-         status_field="status",
+         status_field="status", running_statuses=("active",), ended_statuses=("ended",),
          template="## What the partnership did\n\n\n## What we learned about partnering\n",
          fields=(
              F("partner", "string", "Partner", "The outside organisation."),
@@ -197,7 +204,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          )),
 ]}
 
-ENDING_STATUSES = ("ended", "replaced")
+# The statuses that end an initiative (search ranks ended initiatives after the others).
+ENDING_STATUSES = KINDS["initiative"].ended_statuses
 
 
 def get_kind(name: str) -> Kind:
@@ -205,6 +213,26 @@ def get_kind(name: str) -> Kind:
         return KINDS[name]
     except KeyError:
         raise InvalidFields({"kind": f"unknown kind {name!r}; choose one of {', '.join(KINDS)}"}) from None
+
+
+def is_running(kind_name: str, status: str | None) -> bool:
+    """Is a page of this kind with this status under way (an initiative piloting, active or sustained)?"""
+    kind = KINDS.get(kind_name)
+    return kind is not None and status in kind.running_statuses
+
+
+def is_ended(kind_name: str, status: str | None) -> bool:
+    """Does this status say the page's work is over (an initiative ended or replaced)?"""
+    kind = KINDS.get(kind_name)
+    return kind is not None and status in kind.ended_statuses
+
+
+def is_open(kind_name: str, status: str | None) -> bool:
+    """Is this a recorded status of the kind that is not an ended one: under way, or not started yet?"""
+    kind = KINDS.get(kind_name)
+    if kind is None or kind.status_field is None:
+        return False
+    return status in kind.field(kind.status_field).choices and status not in kind.ended_statuses
 
 
 def normalize_date(value: Any) -> str:
@@ -369,7 +397,7 @@ def validate_fields(kind_name: str, fields: Any) -> dict[str, Any]:
         if not _empty(cleaned):
             clean[name] = cleaned
     if kind.name == "initiative":
-        if clean.get("status") in ENDING_STATUSES and "ended_reason" not in clean and "status" not in errors:
+        if is_ended(kind.name, clean.get("status")) and "ended_reason" not in clean and "status" not in errors:
             errors["ended_reason"] = "say why it ended: an initiative that is ended or replaced needs a reason"
         if clean.get("started") and clean.get("ended") and clean["ended"] < clean["started"]:
             errors["ended"] = "is before the start date"
@@ -435,8 +463,7 @@ def years_covered(kind_name: str, fields: dict[str, Any], today: date | None = N
             years.add(a)
 
     if "started" in fields or "ended" in fields:
-        status = fields.get("status")
-        span(fields.get("started"), fields.get("ended"), status not in ("ended", "replaced"))
+        span(fields.get("started"), fields.get("ended"), not is_ended(kind_name, status_of(kind_name, fields)))
     for tenure in fields.get("tenures") or []:
         span(tenure.get("from"), tenure.get("to"), True)
     for f in kind.fields:

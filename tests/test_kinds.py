@@ -410,3 +410,25 @@ def test_enter_key_default_button_is_plain_save(client, auth):
     form = by_id(doc, "page-editor")
     first = next(el for el in form.iter() if el.tag == "button" and el.get("type") == "submit")
     assert first.get("name") is None
+
+
+# --- what a kind means, declared once ---------------------------------------------------------------------------
+
+def test_running_and_ended_statuses_are_statuses_of_their_kind():
+    for kind in kinds.KINDS.values():
+        if kind.status_field is None:
+            assert kind.running_statuses == kind.ended_statuses == ()
+            continue
+        choices = set(kind.field(kind.status_field).choices)
+        assert set(kind.running_statuses) <= choices and set(kind.ended_statuses) <= choices
+        assert not set(kind.running_statuses) & set(kind.ended_statuses)
+
+
+def test_an_initiative_is_under_way_not_started_yet_or_over():
+    assert kinds.is_running("initiative", "active") and kinds.is_open("initiative", "active")
+    assert not kinds.is_running("initiative", "proposed") and kinds.is_open("initiative", "proposed")
+    assert kinds.is_ended("initiative", "replaced") and not kinds.is_open("initiative", "replaced")
+    assert not any(f("initiative", None) for f in (kinds.is_running, kinds.is_ended, kinds.is_open))
+    assert not kinds.is_ended("partnership", "replaced") and kinds.is_ended("partnership", "ended")
+    assert kinds.is_ended("community", "dispersed") and not kinds.is_ended("page", "ended")
+    assert kinds.ENDING_STATUSES == ("ended", "replaced")

@@ -2,7 +2,7 @@
 
 Each rule looks at one kind of page (sitting leaders with no handover, routines one person can run, high-risk
 handovers nobody checked, initiatives under way with nobody to ask, communities with no coordinator) or at pages
-whose owner is leaving.
+whose owner is leaving. What counts as under way or over comes from the kind declarations (kb.kinds).
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kb import kinds
 from kb.access import Viewer
 from kb.curation.summaries import PageSummary, summaries
 from kb.curation.verification import verifications
 from kb.models import Page, User
 
 HIGH_RISK = 12  # attrition × criticality, out of 25: a handover at or above this needs a successor's check
-UNDER_WAY = ("piloting", "active", "sustained")
 
 
 @dataclass
@@ -87,11 +87,12 @@ def at_risk(session: Session, viewer: Viewer, now: datetime) -> list[RiskRow]:
     for p in summaries(session, viewer, Page.kind == "community", extra=["fields"]):
         fields = p.fields or {}
         if not fields.get("coordinator"):
-            ended = fields.get("stage") in ("dispersed", "memorable")
+            ended = kinds.is_ended("community", kinds.status_of("community", fields))
             rows.append(RiskRow("no-coordinator", p, 10 if ended else 30,
                                 "No coordinator" + (f" (the community is {fields['stage']})" if ended else ""),
                                 "edit:coordinator", "Name a coordinator"))
-    for p in summaries(session, viewer, Page.kind == "initiative", Page.status.in_(UNDER_WAY), extra=["fields"]):
+    under_way = kinds.KINDS["initiative"].running_statuses
+    for p in summaries(session, viewer, Page.kind == "initiative", Page.status.in_(under_way), extra=["fields"]):
         if not (p.fields or {}).get("experts"):
             rows.append(RiskRow("no-experts", p, 35, f"Still {p.status}, and nobody is named to ask about it",
                                 "edit:experts", "Name who to ask"))

@@ -414,7 +414,7 @@ def _person_choices(kind: str) -> list[Page]:
     """Pages the wizard offers to tick or choose; initiatives only while they are not over."""
     found = pages.list_pages(db_session(), current_viewer(), kind=kind, limit=500)
     if kind == "initiative":
-        found = [p for p in found if p.status not in kinds.ENDING_STATUSES]
+        found = [p for p in found if not kinds.is_ended(kind, p.status)]
     return found
 
 

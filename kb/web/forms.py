@@ -133,7 +133,7 @@ def ending_now(page, state: PageState) -> bool:
         return False
     new_status = (state.fields or {}).get("status")
     old_status = (page.fields or {}).get("status") if page.kind == "initiative" else None
-    return new_status in kinds.ENDING_STATUSES and old_status not in kinds.ENDING_STATUSES
+    return kinds.is_ended(state.kind, new_status) and not kinds.is_ended(state.kind, old_status)
 
 
 def before_ending(session: Session, viewer: Viewer, page, state: PageState, tried_before=None) -> dict[str, Any]:
