@@ -62,6 +62,20 @@ class Kind:
         return tuple(f for f in self.fields if not f.derived)
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A fact a page of kind `on` shows, worked out from other pages and never typed in: the pages of `from_kinds`
+    that link to it through the fields in `via` (none named: through any field or the text). Links the page already
+    gives in its own field `unless` are left out, so nothing is listed twice."""
+
+    on: str
+    name: str
+    label: str
+    from_kinds: tuple[str, ...]
+    via: tuple[str, ...] = ()
+    unless: str | None = None
+
+
 F = Field
 INITIATIVE_STATUS = ("proposed", "piloting", "active", "sustained", "ended", "replaced")
 ENDED_REASONS = ("funding", "leader-change", "evaluated-ineffective", "assumed-failed", "mandate", "capacity",
@@ -203,6 +217,21 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
                "The date the successor confirmed this handover is usable."),
          )),
 ]}
+
+# What each kind shows about the pages that link to it (kb.derived works them out), in the order pages show them.
+DERIVED: tuple[Derived, ...] = (
+    Derived("leader", "initiatives_started", "Initiatives started", ("initiative",), ("sponsors",)),
+    Derived("leader", "handovers", "Handovers", ("handover",), ("outgoing", "incoming")),
+    Derived("community", "routines_owned", "Routines it owns", ("routine",), ("owner",)),
+    Derived("community", "initiatives_carried", "Initiatives it carries", ("initiative",), ("carried_by",)),
+    Derived("routine", "initiatives_carried", "Initiatives it carries", ("initiative",), ("carried_by",)),
+    Derived("routine", "named_in_handovers", "Named in handovers", ("handover",), ("routines_owned",)),
+    Derived("initiative", "lessons", "Lessons", ("lesson",)),
+    Derived("initiative", "carried_on_by", "Carried on by", ("routine", "community"), unless="carried_by"),
+    Derived("initiative", "followed_by", "Followed by", ("initiative",), ("predecessor",), unless="successor"),
+    Derived("initiative", "came_after", "Came after", ("initiative",), ("successor",), unless="predecessor"),
+    Derived("initiative", "in_flight_in", "In flight in handovers", ("handover",), ("in_flight",)),
+)
 
 # The statuses that end an initiative (search ranks ended initiatives after the others).
 ENDING_STATUSES = KINDS["initiative"].ended_statuses

@@ -2,10 +2,13 @@
 typed, derived facts that follow edits, lists with filters, and "before you end this initiative"."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import html5lib
 import pytest
 
 from kb import kinds
+from kb.derived import derived_facts
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -432,3 +435,24 @@ def test_an_initiative_is_under_way_not_started_yet_or_over():
     assert not kinds.is_ended("partnership", "replaced") and kinds.is_ended("partnership", "ended")
     assert kinds.is_ended("community", "dispersed") and not kinds.is_ended("page", "ended")
     assert kinds.ENDING_STATUSES == ("ended", "replaced")
+
+
+def test_derived_facts_are_declared_between_real_kinds_through_link_fields():
+    for fact in kinds.DERIVED:
+        assert fact.on in kinds.KINDS and set(fact.from_kinds) <= set(kinds.KINDS)
+        for name in fact.via:
+            assert all(kinds.KINDS[k].field(name).is_link for k in fact.from_kinds), (fact.name, name)
+        assert fact.unless is None or kinds.KINDS[fact.on].field(fact.unless).is_link
+    for kind in kinds.KINDS.values():
+        for f in kind.fields:
+            if f.derived:
+                assert any(d.on == kind.name and (d.name, d.label) == (f.name, f.label) for d in kinds.DERIVED)
+
+
+def test_derived_facts_leave_out_what_the_page_already_says():
+    page = SimpleNamespace(kind="initiative", fields={"carried_by": ["scoring-days"]})
+    rubric = SimpleNamespace(slug="rubric-circle", title="Rubric circle", kind="community")
+    days = SimpleNamespace(slug="scoring-days", title="Scoring days", kind="routine")
+    lesson = SimpleNamespace(slug="release-time", title="Release time", kind="lesson")
+    facts = derived_facts(page, {"body": [days, lesson, rubric]})
+    assert facts == [("Lessons", [lesson]), ("Carried on by", [rubric])]
