@@ -28,10 +28,32 @@ class Field:
     help: str = ""
     choices: tuple[str, ...] = ()
     derived: bool = False  # computed from other pages; never typed in
+    needed_when_ended: str = ""  # if set, the field must be filled when the status is an ended one; the message
+    not_before: str | None = None  # a date field this one may not come before (an end and its start)
 
     @property
     def is_link(self) -> bool:
         return self.type in ("link", "links")
+
+    @property
+    def repeats(self) -> bool:
+        """Is it typed as rows, one per value (a linked page, a tenure), with an empty row to fill?"""
+        return self.type in ("links", "tenures")
+
+
+@dataclass(frozen=True)
+class EndingReview:
+    """What the editor shows before a page is set to an ended status ("Before you end this initiative"), so that
+    nobody ends work without seeing what it carries: the fields saying why it ends, what is known of its effect and
+    whom to ask, the pages its own field says carry it, and two derived facts (DERIVED): the lessons about it and
+    the other pages that may carry it."""
+
+    reason: str
+    evidence: str
+    experts: str
+    carried_by: str
+    lessons: str
+    carriers: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class Kind:
     status_field: str | None = None
     running_statuses: tuple[str, ...] = ()
     ended_statuses: tuple[str, ...] = ()
+    ending_review: EndingReview | None = None
     template: str = ""
     _by_name: dict[str, Field] = field(default_factory=dict, compare=False, repr=False)
 
@@ -89,11 +112,13 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          "A reform effort in the district's history: why it started, what it did, how it ended.",
          status_field="status", running_statuses=("piloting", "active", "sustained"),
          ended_statuses=("ended", "replaced"),
+         ending_review=EndingReview(reason="ended_reason", evidence="evidence", experts="experts",
+                                    carried_by="carried_by", lessons="lessons", carriers="carried_on_by"),
          template="## What it was\n\n\n## What happened\n\n\n## What we learned\n",
          fields=(
              F("status", "choice", "Status", "Where the initiative stands now.", INITIATIVE_STATUS),
              F("started", "date", "Started", "Year, year-month or full date (YYYY, YYYY-MM, YYYY-MM-DD)."),
-             F("ended", "date", "Ended", "When it ended, if it has."),
+             F("ended", "date", "Ended", "When it ended, if it has.", not_before="started"),
              F("sponsors", "links", "Sponsors", "The leaders who championed it (their pages)."),
              F("problem", "text", "Problem", "What it was meant to fix."),
              F("theory_of_action", "text", "Theory of action", "Why people believed it would work."),
@@ -101,7 +126,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("funding", "text", "Funding", "Who paid for it, and for how long."),
              F("evidence", "text", "Evidence", "What is known about its effect, and how strong that evidence is."),
              F("ended_reason", "choice", "Why it ended", "Required when the status is ended or replaced.",
-               ENDED_REASONS),
+               ENDED_REASONS,
+               needed_when_ended="say why it ended: an initiative that is ended or replaced needs a reason"),
              F("ended_story", "text", "How it ended", "The story of the ending, in a few sentences."),
              F("carried_by", "links", "Carried by", "Routines and communities the work lives on in."),
              F("predecessor", "link", "Predecessor", "The initiative this one followed."),
@@ -262,6 +288,11 @@ def is_open(kind_name: str, status: str | None) -> bool:
     if kind is None or kind.status_field is None:
         return False
     return status in kind.field(kind.status_field).choices and status not in kind.ended_statuses
+
+
+def lines(text: str | None) -> list[str]:
+    """The non-empty lines of a typed text, trimmed: how a list is typed, one entry per line."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
 def normalize_date(value: Any) -> str:
@@ -425,11 +456,13 @@ def validate_fields(kind_name: str, fields: Any) -> dict[str, Any]:
             continue
         if not _empty(cleaned):
             clean[name] = cleaned
-    if kind.name == "initiative":
-        if is_ended(kind.name, clean.get("status")) and "ended_reason" not in clean and "status" not in errors:
-            errors["ended_reason"] = "say why it ended: an initiative that is ended or replaced needs a reason"
-        if clean.get("started") and clean.get("ended") and clean["ended"] < clean["started"]:
-            errors["ended"] = "is before the start date"
+    ended = is_ended(kind.name, status_of(kind.name, clean)) and kind.status_field not in errors
+    for f in kind.fields:
+        if f.needed_when_ended and ended and f.name not in clean:
+            errors[f.name] = f.needed_when_ended
+    for f in kind.fields:
+        if f.not_before and clean.get(f.name) and clean.get(f.not_before) and clean[f.name] < clean[f.not_before]:
+            errors[f.name] = "is before the start date"
     if errors:
         raise InvalidFields(errors)
     return {f.name: clean[f.name] for f in kind.fields if f.name in clean}

@@ -456,3 +456,14 @@ def test_derived_facts_leave_out_what_the_page_already_says():
     lesson = SimpleNamespace(slug="release-time", title="Release time", kind="lesson")
     facts = derived_facts(page, {"body": [days, lesson, rubric]})
     assert facts == [("Lessons", [lesson]), ("Carried on by", [rubric])]
+
+
+def test_an_ending_review_names_fields_and_derived_facts_of_its_kind():
+    reviewed = [kind for kind in kinds.KINDS.values() if kind.ending_review is not None]
+    assert [kind.name for kind in reviewed] == ["initiative"]
+    for kind in reviewed:
+        review = kind.ending_review
+        assert kind.ended_statuses
+        assert all(kind.field(name) for name in (review.reason, review.evidence, review.experts, review.carried_by))
+        assert {review.lessons, review.carriers} <= {d.name for d in kinds.DERIVED if d.on == kind.name}
+        assert kind.field(review.reason).needed_when_ended

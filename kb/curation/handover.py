@@ -103,10 +103,6 @@ class FormData(Protocol):
     def getlist(self, key: str) -> list[Any]: ...
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
-
-
 def read_step(step: Step, form: FormData) -> dict[str, Any]:
     """The answers to one step from a submitted form, as the draft keeps them."""
     out: dict[str, Any] = {}
@@ -115,13 +111,13 @@ def read_step(step: Step, form: FormData) -> dict[str, Any]:
         if q.control in ("line", "text", "visibility", "scale"):
             out[q.key] = (form.get(name) or "").strip()
         elif q.control == "lines":
-            out[q.key] = _lines(form.get(name, ""))
+            out[q.key] = kinds.lines(form.get(name, ""))
         elif q.control == "person":
             typed = slugify(form.get(name + ".other") or "")
             out[q.key] = typed or (form.get(name) or "").strip()
         elif q.control == "pages":
             picked = [v for v in form.getlist(name) if v]
-            typed = [slugify(v) for v in _lines(form.get(name + ".other", ""))]
+            typed = [slugify(v) for v in kinds.lines(form.get(name + ".other", ""))]
             out[q.key] = list(dict.fromkeys(v for v in picked + typed if v))
     return out
 

@@ -12,10 +12,11 @@ from markupsafe import Markup, escape
 from kb import access, kinds, pages, search, viewcache
 from kb.db import generation
 from kb.derived import derived_facts
+from kb.ending import before_ending, ending_now
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
 from kb.web.context import app_lru, db_session, fast_reader, kick_index, now
 from kb.web.login import current_viewer, require_reader
-from kb.web.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
+from kb.web.forms import blank_rows, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
 
