@@ -30,6 +30,7 @@ class Field:
     derived: bool = False  # computed from other pages; never typed in
     needed_when_ended: str = ""  # if set, the field must be filled when the status is an ended one; the message
     not_before: str | None = None  # a date field this one may not come before (an end and its start)
+    bookkeeping: bool = False  # about the page's upkeep, not its subject: setting it does not undo a verification
 
     @property
     def is_link(self) -> bool:
@@ -201,7 +202,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("priorities", "list", "Priorities", "What they set out to do."),
              F("initiatives_started", "links", "Initiatives started",
                "Taken automatically from the initiatives that name this leader as a sponsor.", derived=True),
-             F("handover", "link", "Handover", "The handover they wrote or received."),
+             F("handover", "link", "Handover", "The handover they wrote or received.", bookkeeping=True),
          )),
     Kind("partnership", "Partnership", "Partnerships",
          "A relationship with an outside organisation: what it was for and how it worked.",
@@ -240,7 +241,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("where_things_are", "text", "Where things are", "Files, folders, passwords' keepers, key documents."),
              F("risk", "risk", "Risk", "Attrition risk (1-5) times position criticality (1-5)."),
              F("successor_checked", "date", "Successor checked",
-               "The date the successor confirmed this handover is usable."),
+               "The date the successor confirmed this handover is usable.", bookkeeping=True),
          )),
 ]}
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kb import access
+from kb import access, kinds
 from kb.access import Viewer
 from kb.accounts import audit
 from kb.curation.summaries import PageSummary, in_chunks
@@ -25,8 +25,9 @@ REVIEW_REQUESTED = "page.review_requested"
 # Asking for a review sets verified_revision to 0 (real revisions start at 1): the page needs review until someone
 # verifies it again, while who verified it last, and when, stay on record. The log says who asked, and when.
 REVIEW_REQUESTED_MARK = 0
-# Bookkeeping fields: setting them does not change what a page says, so it does not undo a verification.
-IMMATERIAL_FIELDS = frozenset({"successor_checked", "handover"})
+# Bookkeeping fields (declared in kb.kinds): setting them does not change what a page says, so it does not undo a
+# verification.
+IMMATERIAL_FIELDS = frozenset(f.name for kind in kinds.KINDS.values() for f in kind.fields if f.bookkeeping)
 
 
 @dataclass

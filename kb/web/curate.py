@@ -411,11 +411,9 @@ def reassign():
 
 
 def _person_choices(kind: str) -> list[Page]:
-    """Pages the wizard offers to tick or choose; initiatives only while they are not over."""
+    """Pages the wizard offers to tick or choose, leaving out those whose work is over (an ended initiative)."""
     found = pages.list_pages(db_session(), current_viewer(), kind=kind, limit=500)
-    if kind == "initiative":
-        found = [p for p in found if not kinds.is_ended(kind, p.status)]
-    return found
+    return [p for p in found if not kinds.is_ended(kind, p.status)]
 
 
 @bp.route("/curate/handover", methods=["GET", "POST"])
