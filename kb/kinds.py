@@ -1,7 +1,10 @@
-"""The eight knowledge kinds, declared once: their fields, types, allowed values, labels and help text.
+"""The eight knowledge kinds, declared once: their fields, types, allowed values, labels and help text, and what a
+kind means: which statuses say its work is running or ended (`Kind.running_statuses`, `Kind.ended_statuses`, asked
+through `is_running`, `is_ended` and `is_open`), which fields are links (`Field.is_link`), what is derived from what
+(`DERIVED`), and what is asked before a page is ended (`Kind.ending_review`, `Field.needed_when_ended`).
 
-Forms, validation, the API, import/export, search and the timeline all read this declaration. Adding a field means
-adding one `Field(...)` line here.
+Forms, validation, the API, import/export, search, the timeline, curation and the derived facts (kb.derived,
+kb.ending) all read this declaration. Adding a field means adding one `Field(...)` line here.
 """
 from __future__ import annotations
 
