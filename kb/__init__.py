@@ -33,17 +33,19 @@ def _secret_key(data_dir: Path) -> str:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, template_folder=str(resources.templates_dir()), static_folder=str(resources.static_dir()))
+    app = Flask(__name__, template_folder=str(resources.folder("templates")),
+                static_folder=str(resources.folder("static")))
     app.config.from_mapping(config.load(test_config))
     data_dir = Path(app.config["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
 
-    from kb import cli, db, search, web
+    from kb import cli, db, search, viewcache, web
 
     db.init_app(app)
     search.init_app(app)
+    viewcache.init_app(app)
     web.init_app(app)
     cli.init_app(app)
     return app

@@ -71,9 +71,6 @@ class Viewer:
         return self._levels
 
 
-ANONYMOUS = Viewer()
-
-
 def can_read(viewer: Viewer, visibility: str, readers: Iterable[str] = ()) -> bool:
     """May this viewer read a page with this visibility and readers list?"""
     if visibility in viewer.visible_levels():

@@ -126,7 +126,7 @@ def load(test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str
     data_dir = Path(config["DATA_DIR"] or resources.default_data_dir()).resolve()
     config["DATA_DIR"] = str(data_dir)
     config["DATABASE_URL"] = config["DATABASE_URL"] or f"sqlite:///{data_dir / 'kb.sqlite3'}"
-    config["CONTENT_DIR"] = str(config["CONTENT_DIR"] or resources.content_dir())
+    config["CONTENT_DIR"] = str(config["CONTENT_DIR"] or resources.folder("content"))
     if config["SECURE_COOKIES"]:
         config["SESSION_COOKIE_SECURE"] = True
         config["REMEMBER_COOKIE_SECURE"] = True

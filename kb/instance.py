@@ -13,7 +13,7 @@ from typing import Callable
 from flask import Flask
 from sqlalchemy import func, select
 
-from kb import accounts, search, transfer
+from kb import accounts, search, transfer, viewcache
 from kb.models import Page, Setting, User
 from kb.access import Viewer
 
@@ -34,8 +34,10 @@ def prepare_search(app: Flask) -> str:
 
 
 def prepare(app: Flask) -> None:
-    """Schema and search index, as a server needs them before its first request."""
+    """Schema and search index, as a server needs them before its first request; stored page views are dropped,
+    since the code that rendered them may have changed."""
     prepare_database(app)
+    viewcache.store_for(app).forget_all()
     prepare_search(app)
 
 

@@ -297,27 +297,19 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text, default="")
 
 
-class Generation(Base):
-    """A counter bumped by every commit that changes what pages show; page views cache by it."""
-
-    __tablename__ = "generation"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    value: Mapped[int] = mapped_column(Integer, default=0)
-
-
 class RenderedView(Base):
-    """A page's rendered body as one reader saw it at one generation: page views are served from here.
+    """Fragments of a page view as one reader saw them: page views are served from here (see kb.viewcache).
 
     Derived data, like the search index and the per-revision HTML: kept in the database so that every server
-    process shares it and a backup or restore carries it consistently with the generation it was made at. Rows
-    of older generations are never read again and are pruned.
+    process shares it. The key names everything the fragments depend on, so a row is never stale, only unused;
+    the oldest rows are pruned.
     """
 
     __tablename__ = "rendered_views"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    generation: Mapped[int] = mapped_column(Integer, index=True)
+    page_id: Mapped[int] = mapped_column(Integer, index=True)
+    stored_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     html: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -337,5 +329,5 @@ class Draft(Base):
 __all__ = [
     "Base", "User", "ApiToken", "Invitation", "SignInFailure", "AuditEntry", "Page", "Revision", "Link",
     "PageTag", "SlugRedirect", "IndexQueueEntry", "Tour", "TourStop", "TourRevision", "TourRead", "Watch",
-    "Draft", "Setting", "Generation", "RenderedView", "ROLES", "VISIBILITIES", "utcnow", "date",
+    "Draft", "Setting", "RenderedView", "ROLES", "VISIBILITIES", "utcnow", "date",
 ]

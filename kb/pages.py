@@ -336,9 +336,7 @@ def current_html(session: Session, viewer: Viewer, page: Page, cache_store=None)
 
 
 def store_html(session: Session, revision_id: int, html: str) -> None:
-    # Filling the cache changes nothing a reader sees, so it does not count as a change (kb.db.generation).
-    session.execute(update(Revision).where(Revision.id == revision_id).values(html=html)
-                    .execution_options(kb_unshown=True))
+    session.execute(update(Revision).where(Revision.id == revision_id).values(html=html))
 
 
 def revision_html(session: Session, viewer: Viewer, rev: Revision, cache_store=None) -> str:

@@ -188,41 +188,6 @@ def test_self_links_are_not_backlinks(db, admin):
         assert s.scalar(select(func.count(Link.id))) == 0
 
 
-def test_generation_moves_with_shown_changes_only(app, db, admin):
-    from kb.db import generation
-
-    def current():
-        with db.reading() as s:
-            return generation(s)
-
-    save(db, admin, "Routine", "v1")
-    after_save = current()
-    assert after_save > 0
-    with db.writing() as s:
-        rev = s.scalar(select(Revision))
-        pages.store_html(s, rev.id, "<p>v1</p>")  # filling the HTML cache is not a change anyone sees
-    assert current() == after_save
-    save(db, admin, "Routine", "v2", base=1)
-    assert current() > after_save
-
-
-def test_generation_moves_when_a_row_is_deleted(app, db, admin):
-    """Deleting a row a page shows (here: a watch, which flips the Watch button) is a shown change too."""
-    from kb.db import generation
-    from kb.models import Watch
-
-    save(db, admin, "Routine", "v1")
-    with db.writing() as s:
-        page = s.scalar(select(Page))
-        s.add(Watch(user_id=admin.user_id, page_id=page.id))
-    with db.reading() as s:
-        before = generation(s)
-    with db.writing() as s:
-        s.delete(s.scalar(select(Watch)))
-    with db.reading() as s:
-        assert generation(s) > before
-
-
 def test_lookups_by_address_use_the_address_index(app, db, admin):
     """"slug IN (...) AND deleted_at IS NULL" must not walk every live page (it did with a full deleted_at index)."""
     from kb.access import page_clause

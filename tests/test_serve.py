@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kb.bench import free_port, wait_for
+from benchmarks.bench import free_port, wait_for
 
 KB = str(Path(sys.executable).parent / "kb")
 ADMIN_PASSWORD = "served-admin-password"

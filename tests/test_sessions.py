@@ -1,17 +1,12 @@
-"""Session cookies: Flask's signed cookies, with recently verified ones remembered (kb.web.VerifiedCookieSessions)."""
+"""Session cookies: Flask's signed cookies; a tampered or stale one never signs anyone in."""
 from __future__ import annotations
 
-from kb.web.context import VerifiedCookieSessions
 
 from conftest import PASSWORD
 
 
 def session_cookie(client) -> str:
     return client.get_cookie("session").value
-
-
-def test_the_app_uses_the_remembering_interface(app):
-    assert isinstance(app.session_interface, VerifiedCookieSessions)
 
 
 def test_a_remembered_cookie_still_signs_in_and_a_tampered_one_does_not(app, make_page):
@@ -61,26 +56,6 @@ def test_a_new_secret_key_forgets_remembered_cookies(app, make_page):
     assert client.get("/wiki/staff-only").status_code == 200
     app.config["SECRET_KEY"] = app.secret_key = "another-secret"
     assert client.get("/wiki/staff-only").status_code == 302  # signed with the old key: signed out
-
-
-def test_remembered_cookies_expire(app, make_page, monkeypatch):
-    make_page("Staff Only", visibility="staff", body="For staff.")
-    client = app.test_client()
-    client.post("/login", data={"name": "reader", "password": PASSWORD})
-    client.get("/wiki/staff-only")
-    interface = app.session_interface
-    assert len(interface._verified) >= 1
-    monkeypatch.setattr(VerifiedCookieSessions, "REMEMBER_SECONDS", 0.0)
-    checked = []
-    original = VerifiedCookieSessions.get_signing_serializer
-
-    def counting(self, app_):
-        checked.append(1)
-        return original(self, app_)
-
-    monkeypatch.setattr(VerifiedCookieSessions, "get_signing_serializer", counting)
-    assert client.get("/wiki/staff-only").status_code == 200
-    assert checked  # verified again, not taken from memory
 
 
 def test_a_remembered_session_with_a_list_is_copied_whole_for_each_request(app):

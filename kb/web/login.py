@@ -2,16 +2,13 @@
 request's Viewer for kb.access, and the checks that send visitors who may not read to sign in."""
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from flask import Flask, abort, current_app, g, redirect, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
-from sqlalchemy import bindparam, select
 
 from kb.access import Viewer
 from kb.errors import NotSignedIn
 from kb.models import User
-from kb.web.context import MAIN_NAV, bearer_token, db_session, fast_reader
+from kb.web.context import MAIN_NAV, bearer_token, db_session
 from kb.web.errors import error_response
 
 login_manager = LoginManager()
@@ -36,33 +33,16 @@ class Account(UserMixin):
         return cls(user.id, user.name, user.role, user.session_version, user.display_name)
 
 
-_ACCOUNT_QUERY = select(User.id, User.name, User.role, User.session_version, User.display_name,
-                        User.active).where(User.id == bindparam("user_id"))
-
-
-class _AccountRow(NamedTuple):
-    id: int
-    name: str
-    role: str
-    session_version: int
-    display_name: str
-    active: bool
-
-
-
-
 def current_viewer() -> Viewer:
-    request_g = g._get_current_object()
-    viewer = request_g.get("kb_viewer")
-    if viewer is None:
-        anon = bool(current_app.config.get("ANONYMOUS_READ"))
-        user = current_user._get_current_object()
-        if user is not None and user.is_authenticated:
-            viewer = Viewer(user.user_id, user.name, user.role, anon)
+    """The request's Viewer (who is asking, for kb.access), worked out once per request."""
+    if "kb_viewer" not in g:
+        anon = bool(current_app.config["ANONYMOUS_READ"])
+        user = current_user
+        if user.is_authenticated:
+            g.kb_viewer = Viewer(user.user_id, user.name, user.role, anon)
         else:
-            viewer = Viewer(anonymous_read=anon)
-        request_g.kb_viewer = viewer
-    return viewer
+            g.kb_viewer = Viewer(anonymous_read=anon)
+    return g.kb_viewer
 
 
 def require_reader() -> None:
@@ -98,9 +78,7 @@ def init_app(app: Flask) -> None:
             user_id, version = (int(x) for x in user_key.split(":"))
         except (ValueError, AttributeError):
             return None
-        # Every request asks this: one prepared query for the columns it needs, not the whole account.
-        row = fast_reader().one(_ACCOUNT_QUERY, {"user_id": user_id})
-        user = _AccountRow(*row) if row is not None else None
+        user = db_session().get(User, user_id)
         if user is None or not user.active or user.session_version != version:
             return None
         return Account.of(user)

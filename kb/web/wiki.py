@@ -1,29 +1,21 @@
 """Pages in the browser: view, create, edit with preview, history, diff, revert, rename, delete and restore."""
 from __future__ import annotations
 
-import time
 
-from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request,
-                   session, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, get_template_attribute, jsonify, redirect,
+                   render_template, request, url_for)
 from flask_login import current_user
-from flask_wtf.csrf import generate_csrf
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from kb import access, kinds, pages, search, viewcache
-from kb.db import generation
 from kb.derived import derived_facts
 from kb.ending import before_ending, ending_now
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
-from kb.web.context import app_lru, db_session, fast_reader, kick_index, now
+from kb.web.context import db_session, kick_index, now
 from kb.web.login import current_viewer, require_reader
 from kb.web.forms import blank_rows, form_values, state_from_form
 
 bp = Blueprint("wiki", __name__)
-
-
-
-
-
 
 def _store_cache(revision_id: int, html: str) -> None:
     # A view runs in a read transaction; the cache is written in its own short write, and may simply fail.
@@ -86,100 +78,30 @@ def _load(slug: str):
 
 @bp.route("/wiki/<slug>")
 def view(slug: str):
-    """A page. Served from its stored rendering when nothing it shows has changed (kb.viewcache), else rendered."""
-    require_reader()
-    viewer = current_viewer()
-    suffix = viewcache.reader_suffix(viewer, now().date(), _marks()["csrf"])
-    head = viewcache.lookup(fast_reader(), slug, suffix)
-    if head is None or not access.can_read_page(viewer, head) or "_flashes" in session:
-        # An old address, a missing or hidden page, or a message to show: the ordinary way.
-        s = db_session()
-        try:
-            page = _load(slug)
-        except NotFound:
-            guess = slug.replace("-", " ")
-            return render_template("wiki/missing.html", slug=slug,
-                                   title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
-        body = _page_body(s, viewer, page, suffix, generation(s))
-        return render_template("wiki/view.html", page=page, body=Markup(_with_csrf(body)))
-    title, body = head.title, viewcache.decode(head.html)
-    if body is None:
-        s = db_session()  # rendered from this session's snapshot, so stored under its generation
-        page, gen = pages.get_page(s, viewer, slug), generation(s)
-        # The lookup found nothing stored; look again only if something changed in between.
-        moved = (page.revision, gen) != (head.revision, head.generation)
-        title, body = page.title, _page_body(s, viewer, page, suffix, gen, look=moved)
-    before_title, before_body, after_body = _chrome(viewer)
-    return Response(_with_csrf(before_title + str(escape(title)) + before_body + body + after_body),
-                    mimetype="text/html")
+    """A page: its layout and buttons rendered now, the rest from its stored view (kb.viewcache) when there is one."""
+    try:
+        page = _load(slug)
+    except NotFound:
+        guess = slug.replace("-", " ")
+        return render_template("wiki/missing.html", slug=slug,
+                               title=request.args.get("title") or guess[:1].upper() + guess[1:]), 404
+    viewer, s = current_viewer(), db_session()
+    stored = viewcache.store_for(current_app).fragments(s, viewer, page, lambda: _stored_fragments(s, viewer, page))
+    return render_template("wiki/view.html", page=page, content=Markup(stored["content"]),
+                           backlinks=Markup(stored["backlinks"]), may_edit=access.can_edit_page(viewer, page))
 
 
-def _marks() -> dict[str, str]:
-    app = current_app._get_current_object()
-    marks = app.extensions.get("kb_view_marks")
-    if marks is None:
-        key = app.config["SECRET_KEY"]
-        marks = app.extensions["kb_view_marks"] = {n: viewcache.mark(key, n) for n in ("csrf", "title", "body")}
-    return marks
-
-
-def _with_csrf(html: str) -> str:
-    return html.replace(_marks()["csrf"], _csrf_token())
-
-
-SIGNED_CSRF_REUSE_SECONDS = 300
-
-
-def _csrf_token() -> str:
-    """The session's CSRF token, signed. Signing costs as much as the rest of a stored page view, so a signature
-    is reused for a few minutes (a token stays valid for WTF_CSRF_TIME_LIMIT, an hour by default, after signing)."""
-    signed = app_lru("kb_signed_csrf", 1024)
-    raw = session.get("csrf_token")
-    found = signed.get(raw) if raw else None
-    if found is not None and time.monotonic() - found[1] < SIGNED_CSRF_REUSE_SECONDS:
-        return found[0]
-    token = generate_csrf()
-    signed.put(session["csrf_token"], (token, time.monotonic()))
-    return token
-
-
-def _page_body(s, viewer, page, suffix: str, gen: int, look: bool = True) -> str:
-    """The page's body for this reader with CSRF marks in its forms: the stored one (unless the caller already
-    looked), or rendered now and stored."""
-    key = viewcache.view_key(page.id, page.revision, suffix)
-    body = viewcache.stored(s, key, gen) if look else None
-    if body is not None:
-        return body
+def _stored_fragments(s, viewer, page) -> dict[str, str]:
+    """The parts of a page view worth storing, for this reader (templates/wiki/_stored.html)."""
     html = pages.current_html(s, viewer, page, cache_store=_store_cache)
     linked = pages.backlinks_by_field(s, viewer, page)
     link_titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, page.fields or {})])
-    body = render_template(
-        "wiki/_page.html", page=page, html=html, linked=linked, link_titles=link_titles,
-        backlinks=sorted({p.slug: p for ps in linked.values() for p in ps}.values(), key=lambda p: p.title.lower()),
-        derived=derived_facts(page, linked), may_edit=access.can_edit_page(viewer, page),
-        csrf_token=lambda: _marks()["csrf"])
-    viewcache.store_for(current_app).put(key, gen, body)
-    return body
-
-
-def _chrome(viewer) -> tuple[str, str, str]:
-    """The site layout around a page view for this reader, cut where the title and the body go.
-
-    Kept per process: it depends only on who is reading (name, role, label) and on the code. Forms carry the CSRF
-    mark, replaced per request like the body's.
-    """
-    chromes = app_lru("kb_view_chrome", 256)
-    key = (viewer, current_user.label if viewer.signed_in else "")
-    parts = chromes.get(key)
-    if parts is None:
-        marks = _marks()
-        html = render_template("wiki/view.html", page={"title": marks["title"]}, body=Markup(marks["body"]),
-                               csrf_token=lambda: marks["csrf"])
-        head, rest = html.split(marks["title"], 1)
-        middle, tail = rest.split(marks["body"], 1)
-        parts = (head, middle, tail)
-        chromes.put(key, parts)
-    return parts
+    backlinks = sorted({p.slug: p for ps in linked.values() for p in ps}.values(), key=lambda p: p.title.lower())
+    return {
+        "content": str(get_template_attribute("wiki/_stored.html", "content")(
+            page, html, link_titles, derived_facts(page, linked))),
+        "backlinks": str(get_template_attribute("wiki/_stored.html", "backlinks")(backlinks)),
+    }
 
 
 @bp.route("/wiki/<slug>/raw")

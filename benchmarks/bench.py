@@ -1,7 +1,8 @@
 """The benchmark behind scripts/bench: a synthetic corpus, imported, then timed for saving, viewing and searching.
 
 Numbers are medians over several runs and ratios measured in the same run, because these machines are noisy.
-Nothing here is a test: it reports, it does not assert.
+Nothing here is a test: it reports, it does not assert. Run from the top of the repository:
+`python -m benchmarks.bench --pages 1000` (which is what scripts/bench does).
 """
 from __future__ import annotations
 
@@ -20,47 +21,6 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
-WORDS = ("assessment writing rubric teachers benchmark scoring literacy math coaching principal superintendent "
-         "district reform partnership community practice routine lesson evidence inquiry data team school leader "
-         "central office turnover succession handover memory initiative design institute summer release time "
-         "professional development curriculum science immersion strategic planning boundary spanning middle system "
-         "knowledge activist onboarding network equity achievement improvement capacity trust agreement indicator").split()
-KINDS = ("page", "initiative", "routine", "community", "lesson", "leader", "partnership")
-
-
-def _sentence(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
-
-
-def write_corpus(root: Path, n: int, seed: int = 1) -> None:
-    """n pages of realistic size (about 2 KB) with wiki links, tags and fields, in the content format."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        kind = KINDS[i % len(KINDS)]
-        fields = {}
-        if kind == "initiative":
-            start = rng.randint(1990, 2020)
-            fields = {"status": rng.choice(["active", "ended", "piloting"]), "started": str(start),
-                      "problem": _sentence(rng, 12), "sponsors": [f"synthetic-page-{rng.randrange(n)}"]}
-            if fields["status"] == "ended":
-                fields.update(ended=str(start + rng.randint(1, 6)), ended_reason=rng.choice(["funding", "leader-change"]))
-        elif kind == "routine":
-            fields = {"cadence": "monthly", "months": sorted(rng.sample(range(1, 13), 3)),
-                      "people_who_can_run_it": rng.randint(1, 4), "steps": [_sentence(rng, 6) for _ in range(3)]}
-        elif kind == "leader":
-            fields = {"tenures": [{"role": "principal", "from": str(rng.randint(1990, 2015)), "hired": "internal"}]}
-        links = " ".join(f"[[Synthetic page {rng.randrange(n + n // 20)}]]" for _ in range(4))
-        paragraphs = "\n\n".join(_sentence(rng, rng.randint(25, 45)) for _ in range(6))
-        body = f"## Summary\n\n{paragraphs}\n\nSee also {links}.\n\n| year | note |\n|---|---|\n| 2003 | {_sentence(rng, 5)} |\n"
-        front = {"title": f"Synthetic page {i}", "kind": kind, "tags": rng.sample(["math", "literacy", "science",
-                                                                                   "leadership", "data"], 2),
-                 "sources": ["Synthetic benchmark corpus"], "fields": fields}
-        import yaml
-
-        (root / f"p{i:06d}.md").write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body,
-                                           encoding="utf-8")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -244,7 +204,7 @@ def search_paths(db, n: int = 200) -> list[str]:
     """The in-process benchmark's query mix as /api/search requests (top 10 with snippets, facets, suggestion)."""
     from urllib.parse import urlencode
 
-    from kb.bench_search import sample_queries
+    from benchmarks.bench_search import sample_queries
 
     return [f"/api/search?{urlencode(q)}" for q in sample_queries(db, n)]
 
@@ -312,7 +272,7 @@ def bench_saves(app, slugs: list[str], n: int) -> dict:
         slug = rng.choice(slugs)
         current = client.get(f"/api/pages/{slug}", headers=headers).get_json()
         marker = f"zqmarker{i}x"
-        body = current["body"] + f"\n\nEdited {i} ({marker}): see [[Synthetic page {rng.randrange(len(slugs))}]]."
+        body = current["body"] + f"\n\nEdited {i} ({marker}): see [[{rng.choice(slugs)}]]."
         t0 = time.perf_counter()
         r = client.put(f"/api/pages/{slug}", json={"body": body, "base_revision": current["revision"]},
                        headers=headers)
@@ -331,16 +291,17 @@ def bench_saves(app, slugs: list[str], n: int) -> dict:
 
 
 def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
+    from benchmarks import bench_search, corpus
     from kb import create_app, instance, transfer
     from kb.cli import system_viewer
 
     work = Path(keep or tempfile.mkdtemp(prefix="kb-bench-"))
-    corpus, data_dir = work / "corpus", work / "data"
-    shutil.rmtree(corpus, ignore_errors=True)
+    corpus_dir, data_dir = work / "corpus", work / "data"
+    shutil.rmtree(corpus_dir, ignore_errors=True)
     shutil.rmtree(data_dir, ignore_errors=True)
     results: dict = {"pages": pages, "cpus": os.cpu_count()}
     t0 = time.time()
-    write_corpus(corpus, pages)
+    slugs = corpus.write_tree(corpus_dir, pages)
     results["corpus_generation_s"] = round(time.time() - t0, 1)
 
     app = create_app({"DATA_DIR": str(data_dir), "SEARCH_WORKER": False})
@@ -352,20 +313,40 @@ def run(pages: int, runs: int, seconds: float, keep: str | None) -> dict:
         accounts.create_user(s, "bench", "admin", "bench-password-123")
     t0 = time.time()
     with db.writing() as s:
-        transfer.import_tree(s, system_viewer(s), corpus)
+        transfer.import_tree(s, system_viewer(s), corpus_dir)
     elapsed = time.time() - t0
     results["import_s"] = round(elapsed, 1)
     results["import_pages_per_s"] = round(pages / elapsed, 1)
 
-    from kb import bench_search
-
     results["search"] = bench_search.bench_search(db, str(data_dir), n_queries=200)
 
-    slugs = [f"synthetic-page-{i}" for i in range(pages)]
     results["save"] = bench_saves(app, slugs, 60)
     queries = search_paths(db)
     db.dispose()
     results["serving"] = bench_serving(str(data_dir), slugs, seconds, runs, queries)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def run_search_only(pages: int, keep: str | None) -> dict:
+    """The corpus inserted straight into the pages table (no import, saves or page views), then search figures
+    in-process: minutes, not hours, at 100,000 pages. Kept with --keep, `--data KEEP/data` measures it again."""
+    from benchmarks import bench_search, corpus
+    from kb import create_app, instance
+
+    work = Path(keep or tempfile.mkdtemp(prefix="kb-bench-"))
+    data_dir = work / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    results: dict = {"pages": pages, "cpus": os.cpu_count()}
+    app = create_app({"DATA_DIR": str(data_dir), "SEARCH_WORKER": False})
+    instance.prepare_database(app)
+    db = app.extensions["kb_db"]
+    t0 = time.time()
+    corpus.insert_pages(db, pages)
+    results["corpus_insert_s"] = round(time.time() - t0, 1)
+    results["search"] = bench_search.bench_search(db, str(data_dir), n_queries=200)
+    db.dispose()
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -376,7 +357,8 @@ def run_existing(data_dir: str, seconds: float) -> dict:
     rebuild, and over HTTP under `kb serve`, with worker memory. Adds a reader account `bench` if there is none."""
     from sqlalchemy import func, select
 
-    from kb import accounts, bench_search, create_app, instance
+    from benchmarks import bench_search
+    from kb import accounts, create_app, instance
     from kb.models import Page, User
 
     app = create_app({"DATA_DIR": data_dir, "SEARCH_WORKER": False})
@@ -403,11 +385,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each serving measurement (median reported)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each serving run")
     parser.add_argument("--keep", help="work directory to keep (corpus and data)")
+    parser.add_argument("--search-only", action="store_true", help="insert the corpus straight into the database "
+                        "(no import, saves or page views) and measure search in-process only")
     parser.add_argument("--data", help="measure search on this existing data directory instead (no corpus, no "
                                            "import, no page views)")
     args = parser.parse_args(argv)
     if args.data:
         results = run_existing(args.data, args.seconds)
+    elif args.search_only:
+        results = run_search_only(args.pages, args.keep)
     else:
         results = run(args.pages, args.runs, args.seconds, args.keep)
     print(json.dumps(results, indent=2))
