@@ -80,7 +80,7 @@ def can_read(viewer: Viewer, visibility: str, readers: Iterable[str] = ()) -> bo
 
 def can_read_page(viewer: Viewer, page: Page) -> bool:
     # The readers list is read only when the viewer's levels do not open the page by themselves: long lists pass
-    # page summaries that decode it only when asked (kb.curation.PageSummary).
+    # page summaries that decode it only when asked (kb.curation.summaries.PageSummary).
     if page.deleted_at is not None:
         return False
     return page.visibility in viewer.visible_levels() or can_read(viewer, page.visibility, page.readers)

@@ -1,7 +1,10 @@
-"""The eight knowledge kinds, declared once: their fields, types, allowed values, labels and help text.
+"""The eight knowledge kinds, declared once: their fields, types, allowed values, labels and help text, and what a
+kind means: which statuses say its work is running or ended (`Kind.running_statuses`, `Kind.ended_statuses`, asked
+through `is_running`, `is_ended` and `is_open`), which fields are links (`Field.is_link`), what is derived from what
+(`DERIVED`), and what is asked before a page is ended (`Kind.ending_review`, `Field.needed_when_ended`).
 
-Forms, validation, the API, import/export, search and the timeline all read this declaration. Adding a field means
-adding one `Field(...)` line here.
+Forms, validation, the API, import/export, search, the timeline, curation and the derived facts (kb.derived,
+kb.ending) all read this declaration. Adding a field means adding one `Field(...)` line here.
 """
 from __future__ import annotations
 
@@ -13,35 +16,65 @@ from typing import Any
 from kb.errors import InvalidFields
 from kb.slugs import slugify
 
-# Field types. "link"/"links" hold page slugs and count as links for backlinks.
-TYPES = ("string", "text", "choice", "date", "bool", "int", "link", "links", "list", "months", "tenures", "risk")
-
 DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 MAX_TEXT = 20_000
 
 
 @dataclass(frozen=True)
 class Field:
+    """One field of a kind. Types: string, text, choice, date, bool, int, list, months, tenures, risk, and link or
+    links, which hold page slugs and count as links for backlinks."""
+
     name: str
     type: str
     label: str
     help: str = ""
     choices: tuple[str, ...] = ()
     derived: bool = False  # computed from other pages; never typed in
+    needed_when_ended: str = ""  # if set, the field must be filled when the status is an ended one; the message
+    not_before: str | None = None  # a date field this one may not come before (an end and its start)
+    bookkeeping: bool = False  # about the page's upkeep, not its subject: setting it does not undo a verification
 
     @property
     def is_link(self) -> bool:
         return self.type in ("link", "links")
 
+    @property
+    def repeats(self) -> bool:
+        """Is it typed as rows, one per value (a linked page, a tenure), with an empty row to fill?"""
+        return self.type in ("links", "tenures")
+
+
+@dataclass(frozen=True)
+class EndingReview:
+    """What the editor shows before a page is set to an ended status ("Before you end this initiative"), so that
+    nobody ends work without seeing what it carries: the fields saying why it ends, what is known of its effect and
+    whom to ask, the pages its own field says carry it, and two derived facts (DERIVED): the lessons about it and
+    the other pages that may carry it."""
+
+    reason: str
+    evidence: str
+    experts: str
+    carried_by: str
+    lessons: str
+    carriers: str
+
 
 @dataclass(frozen=True)
 class Kind:
+    """A kind of page. `status_field` names the field that says where a page of the kind stands; of its values,
+    `running_statuses` say the work is under way and `ended_statuses` that it is over. A status in neither (an
+    initiative that is only proposed) has not started yet."""
+
     name: str
     label: str
     plural: str
     description: str
     fields: tuple[Field, ...] = ()
     status_field: str | None = None
+    running_statuses: tuple[str, ...] = ()
+    ended_statuses: tuple[str, ...] = ()
+    ending_review: EndingReview | None = None
     template: str = ""
     _by_name: dict[str, Field] = field(default_factory=dict, compare=False, repr=False)
 
@@ -56,6 +89,20 @@ class Kind:
         return tuple(f for f in self.fields if not f.derived)
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A fact a page of kind `on` shows, worked out from other pages and never typed in: the pages of `from_kinds`
+    that link to it through the fields in `via` (none named: through any field or the text). Links the page already
+    gives in its own field `unless` are left out, so nothing is listed twice."""
+
+    on: str
+    name: str
+    label: str
+    from_kinds: tuple[str, ...]
+    via: tuple[str, ...] = ()
+    unless: str | None = None
+
+
 F = Field
 INITIATIVE_STATUS = ("proposed", "piloting", "active", "sustained", "ended", "replaced")
 ENDED_REASONS = ("funding", "leader-change", "evaluated-ineffective", "assumed-failed", "mandate", "capacity",
@@ -67,12 +114,15 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          template="## Summary\n\n\n## Why it matters\n\n\n## Sources\n"),
     Kind("initiative", "Initiative", "Initiatives",
          "A reform effort in the district's history: why it started, what it did, how it ended.",
-         status_field="status",
+         status_field="status", running_statuses=("piloting", "active", "sustained"),
+         ended_statuses=("ended", "replaced"),
+         ending_review=EndingReview(reason="ended_reason", evidence="evidence", experts="experts",
+                                    carried_by="carried_by", lessons="lessons", carriers="carried_on_by"),
          template="## What it was\n\n\n## What happened\n\n\n## What we learned\n",
          fields=(
              F("status", "choice", "Status", "Where the initiative stands now.", INITIATIVE_STATUS),
              F("started", "date", "Started", "Year, year-month or full date (YYYY, YYYY-MM, YYYY-MM-DD)."),
-             F("ended", "date", "Ended", "When it ended, if it has."),
+             F("ended", "date", "Ended", "When it ended, if it has.", not_before="started"),
              F("sponsors", "links", "Sponsors", "The leaders who championed it (their pages)."),
              F("problem", "text", "Problem", "What it was meant to fix."),
              F("theory_of_action", "text", "Theory of action", "Why people believed it would work."),
@@ -80,7 +130,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("funding", "text", "Funding", "Who paid for it, and for how long."),
              F("evidence", "text", "Evidence", "What is known about its effect, and how strong that evidence is."),
              F("ended_reason", "choice", "Why it ended", "Required when the status is ended or replaced.",
-               ENDED_REASONS),
+               ENDED_REASONS,
+               needed_when_ended="say why it ended: an initiative that is ended or replaced needs a reason"),
              F("ended_story", "text", "How it ended", "The story of the ending, in a few sentences."),
              F("carried_by", "links", "Carried by", "Routines and communities the work lives on in."),
              F("predecessor", "link", "Predecessor", "The initiative this one followed."),
@@ -109,7 +160,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          )),
     Kind("community", "Community of practice", "Communities of practice",
          "A group that shares a domain of practice and learns together.",
-         status_field="stage",
+         status_field="stage", running_statuses=("coalescing", "active"), ended_statuses=("dispersed", "memorable"),
          template="## What they do together\n\n\n## How to join\n",
          fields=(
              F("domain", "text", "Domain", "The area of practice they share."),
@@ -154,11 +205,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("priorities", "list", "Priorities", "What they set out to do."),
              F("initiatives_started", "links", "Initiatives started",
                "Taken automatically from the initiatives that name this leader as a sponsor.", derived=True),
-             F("handover", "link", "Handover", "The handover they wrote or received."),
+             F("handover", "link", "Handover", "The handover they wrote or received.", bookkeeping=True),
          )),
     Kind("partnership", "Partnership", "Partnerships",
          "A relationship with an outside organisation: what it was for and how it worked.",
-         status_field="status",
+         status_field="status", running_statuses=("active",), ended_statuses=("ended",),
          template="## What the partnership did\n\n\n## What we learned about partnering\n",
          fields=(
              F("partner", "string", "Partner", "The outside organisation."),
@@ -193,11 +244,27 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
              F("where_things_are", "text", "Where things are", "Files, folders, passwords' keepers, key documents."),
              F("risk", "risk", "Risk", "Attrition risk (1-5) times position criticality (1-5)."),
              F("successor_checked", "date", "Successor checked",
-               "The date the successor confirmed this handover is usable."),
+               "The date the successor confirmed this handover is usable.", bookkeeping=True),
          )),
 ]}
 
-ENDING_STATUSES = ("ended", "replaced")
+# What each kind shows about the pages that link to it (kb.derived works them out), in the order pages show them.
+DERIVED: tuple[Derived, ...] = (
+    Derived("leader", "initiatives_started", "Initiatives started", ("initiative",), ("sponsors",)),
+    Derived("leader", "handovers", "Handovers", ("handover",), ("outgoing", "incoming")),
+    Derived("community", "routines_owned", "Routines it owns", ("routine",), ("owner",)),
+    Derived("community", "initiatives_carried", "Initiatives it carries", ("initiative",), ("carried_by",)),
+    Derived("routine", "initiatives_carried", "Initiatives it carries", ("initiative",), ("carried_by",)),
+    Derived("routine", "named_in_handovers", "Named in handovers", ("handover",), ("routines_owned",)),
+    Derived("initiative", "lessons", "Lessons", ("lesson",)),
+    Derived("initiative", "carried_on_by", "Carried on by", ("routine", "community"), unless="carried_by"),
+    Derived("initiative", "followed_by", "Followed by", ("initiative",), ("predecessor",), unless="successor"),
+    Derived("initiative", "came_after", "Came after", ("initiative",), ("successor",), unless="predecessor"),
+    Derived("initiative", "in_flight_in", "In flight in handovers", ("handover",), ("in_flight",)),
+)
+
+# The statuses that end an initiative (search ranks ended initiatives after the others).
+ENDING_STATUSES = KINDS["initiative"].ended_statuses
 
 
 def get_kind(name: str) -> Kind:
@@ -205,6 +272,31 @@ def get_kind(name: str) -> Kind:
         return KINDS[name]
     except KeyError:
         raise InvalidFields({"kind": f"unknown kind {name!r}; choose one of {', '.join(KINDS)}"}) from None
+
+
+def is_running(kind_name: str, status: str | None) -> bool:
+    """Is a page of this kind with this status under way (an initiative piloting, active or sustained)?"""
+    kind = KINDS.get(kind_name)
+    return kind is not None and status in kind.running_statuses
+
+
+def is_ended(kind_name: str, status: str | None) -> bool:
+    """Does this status say the page's work is over (an initiative ended or replaced)?"""
+    kind = KINDS.get(kind_name)
+    return kind is not None and status in kind.ended_statuses
+
+
+def is_open(kind_name: str, status: str | None) -> bool:
+    """Is this a recorded status of the kind that is not an ended one: under way, or not started yet?"""
+    kind = KINDS.get(kind_name)
+    if kind is None or kind.status_field is None:
+        return False
+    return status in kind.field(kind.status_field).choices and status not in kind.ended_statuses
+
+
+def lines(text: str | None) -> list[str]:
+    """The non-empty lines of a typed text, trimmed: how a list is typed, one entry per line."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
 def normalize_date(value: Any) -> str:
@@ -368,11 +460,13 @@ def validate_fields(kind_name: str, fields: Any) -> dict[str, Any]:
             continue
         if not _empty(cleaned):
             clean[name] = cleaned
-    if kind.name == "initiative":
-        if clean.get("status") in ENDING_STATUSES and "ended_reason" not in clean and "status" not in errors:
-            errors["ended_reason"] = "say why it ended: an initiative that is ended or replaced needs a reason"
-        if clean.get("started") and clean.get("ended") and clean["ended"] < clean["started"]:
-            errors["ended"] = "is before the start date"
+    ended = is_ended(kind.name, status_of(kind.name, clean)) and kind.status_field not in errors
+    for f in kind.fields:
+        if f.needed_when_ended and ended and f.name not in clean:
+            errors[f.name] = f.needed_when_ended
+    for f in kind.fields:
+        if f.not_before and clean.get(f.name) and clean.get(f.not_before) and clean[f.name] < clean[f.not_before]:
+            errors[f.name] = "is before the start date"
     if errors:
         raise InvalidFields(errors)
     return {f.name: clean[f.name] for f in kind.fields if f.name in clean}
@@ -435,8 +529,7 @@ def years_covered(kind_name: str, fields: dict[str, Any], today: date | None = N
             years.add(a)
 
     if "started" in fields or "ended" in fields:
-        status = fields.get("status")
-        span(fields.get("started"), fields.get("ended"), status not in ("ended", "replaced"))
+        span(fields.get("started"), fields.get("ended"), not is_ended(kind_name, status_of(kind_name, fields)))
     for tenure in fields.get("tenures") or []:
         span(tenure.get("from"), tenure.get("to"), True)
     for f in kind.fields:

@@ -25,9 +25,6 @@ from kb.models import Page, PageTag
 from kb.slugs import slugify
 
 TIMELINE_KINDS = ("leader", "initiative", "partnership")
-# Statuses that say an item is still going: with no end date it runs to today. An item whose status is not recorded
-# is not assumed to be running; its bar covers its start date only, marked "end not recorded".
-RUNNING_STATUSES = {"initiative": ("proposed", "piloting", "active", "sustained"), "partnership": ("proposed", "active")}
 MAX_PAGES = 5000  # a district has hundreds of these; this only guards the drawing against absurd input
 
 # Fill colours: initiatives by status, tenures by how the leader was hired, partnerships by whether they ended.
@@ -94,7 +91,7 @@ class Bar:
 
     @property
     def ended(self) -> bool:
-        return self.kind == "initiative" and self.status in kinds.ENDING_STATUSES
+        return self.kind == "initiative" and kinds.is_ended(self.kind, self.status)
 
     @property
     def period(self) -> str:
@@ -264,7 +261,10 @@ def build_timeline(session: Session, viewer: Viewer, role: str | None = None, ki
                 tl.undated.append(Undated(page.slug, page.title, page.kind, "no dates on its tenures"))
         else:
             status = fields.get("status")
-            running = status in RUNNING_STATUSES[page.kind] and not fields.get("ended")
+            # A status that has not ended (kb.kinds.is_open) says the item is still going: with no end date it runs
+            # to today. An item whose status is not recorded is not assumed to be running; its bar covers its start
+            # date only, marked "end not recorded".
+            running = kinds.is_open(page.kind, status) and not fields.get("ended")
             bar = _span(page, fields.get("started"), fields.get("ended"), running, now)
             if bar is None:
                 tl.undated.append(Undated(page.slug, page.title, page.kind, "no start date"))

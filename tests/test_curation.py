@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from kb import curation, pages
+from kb import pages
 from kb.access import Viewer
+from kb.curation import handover, queues, reassignment, risk, summaries, verification, watching
+from kb.errors import InvalidFields, NotAllowed
 from kb.models import AuditEntry, Draft, Page, Revision, Tour, TourStop, User
 
 T0 = datetime(2024, 1, 15, 9, 0)
@@ -63,12 +65,12 @@ def set_page(app, slug: str, **attrs) -> None:
 
 def verify(app, slug: str, when: datetime, as_user: str = "curator") -> None:
     with app.extensions["kb_db"].writing() as s:
-        curation.verify(s, viewer(app, as_user), page_by_slug(s, slug), when)
+        verification.verify(s, viewer(app, as_user), page_by_slug(s, slug), when)
 
 
 def queue_slugs(app, name: str, as_user: str = "curator", now: datetime = T0) -> list[str]:
     with app.extensions["kb_db"].reading() as s:
-        return [i.slug for i in curation.queues(s, viewer(app, as_user), now, [name])[name]]
+        return [i.slug for i in queues.queues(s, viewer(app, as_user), now, [name])[name]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,7 +164,7 @@ def test_bulk_actions_assign_verify_and_add_to_review(curated, client, auth):
     assert queue_slugs(curated, "needs_review") == ["lonely"]
     with curated.extensions["kb_db"].reading() as s:
         assert page_by_slug(s, "lonely").owner.name == "contributor"
-        assert s.scalar(select(AuditEntry).where(AuditEntry.action == curation.REVIEW_REQUESTED)) is not None
+        assert s.scalar(select(AuditEntry).where(AuditEntry.action == verification.REVIEW_REQUESTED)) is not None
 
 
 def test_bulk_actions_are_for_curators(curated, client, auth):
@@ -234,7 +236,7 @@ def expected_items(who: str) -> dict[str, list[tuple[str, str]]]:
 @pytest.mark.parametrize("who", ["reader", "contributor", "curator", "admin"])
 def test_queues_list_what_the_viewer_may_read_with_their_reasons(every_sort, who):
     with every_sort.extensions["kb_db"].reading() as s:
-        found = curation.queues(s, viewer(every_sort, who), T0)
+        found = queues.queues(s, viewer(every_sort, who), T0)
         assert {name: [(i.slug, i.reason) for i in items] for name, items in found.items()} == expected_items(who)
         for item in (item for items in found.values() for item in items if item.page is not None):
             p = item.page  # what the templates read of a listed page
@@ -250,7 +252,7 @@ def test_curation_pages_show_only_what_the_viewer_may_read(every_sort, client, a
     auth.login(who)
     expected = expected_items(who)
     hidden = [f"{n} {what}" for n in SORTS if n not in SEES[who] for what in ("Routine", "Due", "Changed")]
-    for name, _, _ in curation.QUEUES:
+    for name, _, _ in queues.QUEUES:
         html = client.get(f"/curate?queue={name}").get_data(as_text=True)
         listed = re.findall(r'<a (?:class="wanted" )?href="/wiki/([^"]+)"', html.split('id="queue-title"', 1)[1])
         assert listed == [slug for slug, _ in expected[name]], name
@@ -290,7 +292,7 @@ def test_curation_pages_ask_the_database_the_same_number_of_times_for_more_pages
     add_sorts(app, make_page)
     app.config["CLOCK"] = lambda: T0
     auth.login("curator")
-    paths = [f"/curate?queue={name}" for name, _, _ in curation.QUEUES] + ["/curate/risk", "/api/curation"]
+    paths = [f"/curate?queue={name}" for name, _, _ in queues.QUEUES] + ["/curate/risk", "/api/curation"]
     for path in paths:
         client.get(path)  # anything done once per process or per session happens here
     before = {path: count_statements(app, lambda: client.get(path)) for path in paths}
@@ -304,12 +306,12 @@ def test_a_list_that_reads_a_column_it_did_not_load_fails_loudly(every_sort):
     from flask import render_template_string
 
     with every_sort.extensions["kb_db"].reading() as s:
-        items = curation.queues(s, viewer(every_sort, "reader"), T0, ["unowned"])["unowned"]
+        items = queues.queues(s, viewer(every_sort, "reader"), T0, ["unowned"])["unowned"]
         summary = next(i.page for i in items if i.slug == "named-routine")
         assert summary.readers == ["reader"] and summary.owner is None  # read on demand / looked up in one query
-        with pytest.raises(curation.NotLoaded):
+        with pytest.raises(summaries.NotLoaded):
             summary.body
-        with every_sort.test_request_context(), pytest.raises(curation.NotLoaded):
+        with every_sort.test_request_context(), pytest.raises(summaries.NotLoaded):
             render_template_string("{{ p.title }}: {{ p.body }}", p=summary)  # not an empty string
 
 
@@ -331,16 +333,16 @@ def test_a_handover_the_viewer_cannot_read_still_counts_as_written(app, make_pag
     make_page("Dr Open", kind="leader", fields={"tenures": [{"role": "Principal", "from": "2020"}]})
     make_page("Sitting Handover", kind="handover", visibility="restricted", fields={"outgoing": "dr-sitting"})
     with app.extensions["kb_db"].reading() as s:
-        assert [r.page.slug for r in curation.at_risk(s, viewer(app, "contributor"), T0)] == ["dr-open"]
+        assert [r.page.slug for r in risk.at_risk(s, viewer(app, "contributor"), T0)] == ["dr-open"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Verification
 
 
-def state_of(app, slug: str, now: datetime) -> curation.Verification:
+def state_of(app, slug: str, now: datetime) -> verification.Verification:
     with app.extensions["kb_db"].reading() as s:
-        return curation.verification(s, page_by_slug(s, slug), now)
+        return verification.verification(s, page_by_slug(s, slug), now)
 
 
 def test_verification_expires_after_its_interval_and_renews(app, make_page):
@@ -386,10 +388,10 @@ def test_only_the_owner_the_verifier_or_a_curator_may_verify(app, make_page):
     make_page("Principal meetings", body="Weekly.")  # owned by admin
     with app.extensions["kb_db"].writing() as s:
         page = page_by_slug(s, "principal-meetings")
-        with pytest.raises(curation.NotAllowed):
-            curation.verify(s, viewer(app, "contributor"), page, T0)
+        with pytest.raises(NotAllowed):
+            verification.verify(s, viewer(app, "contributor"), page, T0)
         page.verifier_id = viewer(app, "contributor").user_id
-        curation.verify(s, viewer(app, "contributor"), page, T0)
+        verification.verify(s, viewer(app, "contributor"), page, T0)
         assert page.verified_by_id == viewer(app, "contributor").user_id
 
 
@@ -397,7 +399,7 @@ def test_review_request_keeps_a_page_on_the_queue_until_verified(app, make_page)
     make_page("Title I plan", body="Every spring.")
     verify(app, "title-i-plan", T0)
     with app.extensions["kb_db"].writing() as s:
-        curation.request_review(s, viewer(app, "curator"), page_by_slug(s, "title-i-plan"))
+        verification.request_review(s, viewer(app, "curator"), page_by_slug(s, "title-i-plan"))
     assert state_of(app, "title-i-plan", T0 + timedelta(days=2)).state == "needs-review"
     verify(app, "title-i-plan", T0 + timedelta(days=3))
     assert state_of(app, "title-i-plan", T0 + timedelta(days=4)).state == "verified"
@@ -407,7 +409,7 @@ def test_review_request_on_a_page_never_verified_puts_it_on_the_queue(app, make_
     make_page("Bell schedule", body="x")
     assert queue_slugs(app, "never_verified") == ["bell-schedule"]
     with app.extensions["kb_db"].writing() as s:
-        curation.request_review(s, viewer(app, "curator"), page_by_slug(s, "bell-schedule"))
+        verification.request_review(s, viewer(app, "curator"), page_by_slug(s, "bell-schedule"))
     assert queue_slugs(app, "needs_review") == ["bell-schedule"]
     assert queue_slugs(app, "never_verified") == []
 
@@ -472,7 +474,7 @@ def test_reassignment_moves_pages_tours_and_verifications_and_is_logged(app, mak
         assert page_by_slug(s, "untouched").owner_id != succ
         assert s.scalar(select(Tour).where(Tour.slug == "budget-tour")).owner_id == succ
         assert page_by_slug(s, "budget-process").verified_by_id == dep  # history stays
-        assert curation.holdings(s, [dep])[dep].total == 0
+        assert reassignment.holdings(s, [dep])[dep].total == 0
         entries = list(s.scalars(select(AuditEntry).where(AuditEntry.action == "user.reassign")))
         assert len(entries) == 1
         entry = entries[0]
@@ -494,8 +496,8 @@ def test_reassignment_refuses_a_closed_successor(app):
     add_user(app, "closed", active=False)
     with app.extensions["kb_db"].writing() as s:
         users = {u.name: u for u in s.scalars(select(User))}
-        with pytest.raises(curation.InvalidFields):
-            curation.reassign(s, viewer(app, "curator"), users["admin"], users["closed"])
+        with pytest.raises(InvalidFields):
+            reassignment.reassign(s, viewer(app, "curator"), users["admin"], users["closed"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,9 +615,9 @@ def test_watched_page_that_becomes_hidden_disappears_from_changes(app, make_page
 
 def test_a_visit_moves_last_visit_forward_and_keeps_the_previous_one():
     user = User(name="x")
-    assert curation.record_visit(user, T0) is None
-    assert curation.record_visit(user, T0 + timedelta(minutes=5)) is None  # the same visit
-    assert curation.record_visit(user, T0 + timedelta(hours=3)) == T0 + timedelta(minutes=5)
+    assert watching.record_visit(user, T0) is None
+    assert watching.record_visit(user, T0 + timedelta(minutes=5)) is None  # the same visit
+    assert watching.record_visit(user, T0 + timedelta(hours=3)) == T0 + timedelta(minutes=5)
     assert user.last_visit_at == T0 + timedelta(hours=3)
 
 
@@ -655,7 +657,7 @@ def test_risk_ranking_matches_the_rules(app, make_page):
     verify(app, "scoring-day", T0)
 
     with app.extensions["kb_db"].reading() as s:
-        rows = curation.at_risk(s, viewer(app, "curator"), T0)
+        rows = risk.at_risk(s, viewer(app, "curator"), T0)
     found = [(r.rule, r.page.slug) for r in rows]
     assert found == [
         ("no-handover", "dr-sitting"),             # 60, +5 as it is not verified
@@ -684,8 +686,8 @@ def test_risk_rows_link_to_where_they_are_fixed(app, make_page, client, auth):
 def test_risk_list_hides_pages_the_viewer_cannot_read(app, make_page):
     make_page("Secret Routine", kind="routine", fields={"people_who_can_run_it": 1}, visibility="restricted")
     with app.extensions["kb_db"].reading() as s:
-        assert curation.at_risk(s, viewer(app, "contributor"), T0) == []
-        assert len(curation.at_risk(s, viewer(app, "curator"), T0)) == 1
+        assert risk.at_risk(s, viewer(app, "contributor"), T0) == []
+        assert len(risk.at_risk(s, viewer(app, "curator"), T0)) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -774,19 +776,19 @@ def test_wizard_is_for_contributors(app, client, auth):
 
 
 def test_read_step_turns_ticked_pages_and_typed_names_into_links():
-    step = curation.HANDOVER_STEPS[1]
+    step = handover.HANDOVER_STEPS[1]
     form = MultiDict([("q.in_flight", "writing-assessment"), ("q.in_flight.other", "Math Pilot\n\nwriting assessment"),
                       ("q.decisions_pending", "One\n\nTwo ")])
-    assert curation.read_step(step, form) == {"in_flight": ["writing-assessment", "math-pilot"],
+    assert handover.read_step(step, form) == {"in_flight": ["writing-assessment", "math-pilot"],
                                               "decisions_pending": ["One", "Two"]}
 
 
 def test_wizard_step_checks_catch_bad_answers_but_allow_empty_ones():
-    risk = curation.HANDOVER_STEPS[5]
-    assert curation.step_errors(risk, {}) == {}
-    assert "risk.attrition" in curation.step_errors(risk, {"risk.attrition": "9", "risk.criticality": "2"})
-    review = curation.HANDOVER_STEPS[-1]
-    assert "title" in curation.step_errors(review, {"visibility": "staff"})
+    risk = handover.HANDOVER_STEPS[5]
+    assert handover.step_errors(risk, {}) == {}
+    assert "risk.attrition" in handover.step_errors(risk, {"risk.attrition": "9", "risk.criticality": "2"})
+    review = handover.HANDOVER_STEPS[-1]
+    assert "title" in handover.step_errors(review, {"visibility": "staff"})
 
 
 def test_contributor_cannot_make_a_handover_restricted_through_the_wizard(app, client, auth):

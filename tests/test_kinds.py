@@ -2,10 +2,13 @@
 typed, derived facts that follow edits, lists with filters, and "before you end this initiative"."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import html5lib
 import pytest
 
 from kb import kinds
+from kb.derived import derived_facts
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -412,3 +415,57 @@ def test_enter_key_default_button_is_plain_save(client, auth):
     form = by_id(doc, "page-editor")
     first = next(el for el in form.iter() if el.tag == "button" and el.get("type") == "submit")
     assert first.get("name") is None
+
+
+# --- what a kind means, declared once ---------------------------------------------------------------------------
+
+def test_running_and_ended_statuses_are_statuses_of_their_kind():
+    for kind in kinds.KINDS.values():
+        if kind.status_field is None:
+            assert kind.running_statuses == kind.ended_statuses == ()
+            continue
+        choices = set(kind.field(kind.status_field).choices)
+        assert set(kind.running_statuses) <= choices and set(kind.ended_statuses) <= choices
+        assert not set(kind.running_statuses) & set(kind.ended_statuses)
+
+
+def test_an_initiative_is_under_way_not_started_yet_or_over():
+    assert kinds.is_running("initiative", "active") and kinds.is_open("initiative", "active")
+    assert not kinds.is_running("initiative", "proposed") and kinds.is_open("initiative", "proposed")
+    assert kinds.is_ended("initiative", "replaced") and not kinds.is_open("initiative", "replaced")
+    assert not any(f("initiative", None) for f in (kinds.is_running, kinds.is_ended, kinds.is_open))
+    assert not kinds.is_ended("partnership", "replaced") and kinds.is_ended("partnership", "ended")
+    assert kinds.is_ended("community", "dispersed") and not kinds.is_ended("page", "ended")
+    assert kinds.ENDING_STATUSES == ("ended", "replaced")
+
+
+def test_derived_facts_are_declared_between_real_kinds_through_link_fields():
+    for fact in kinds.DERIVED:
+        assert fact.on in kinds.KINDS and set(fact.from_kinds) <= set(kinds.KINDS)
+        for name in fact.via:
+            assert all(kinds.KINDS[k].field(name).is_link for k in fact.from_kinds), (fact.name, name)
+        assert fact.unless is None or kinds.KINDS[fact.on].field(fact.unless).is_link
+    for kind in kinds.KINDS.values():
+        for f in kind.fields:
+            if f.derived:
+                assert any(d.on == kind.name and (d.name, d.label) == (f.name, f.label) for d in kinds.DERIVED)
+
+
+def test_derived_facts_leave_out_what_the_page_already_says():
+    page = SimpleNamespace(kind="initiative", fields={"carried_by": ["scoring-days"]})
+    rubric = SimpleNamespace(slug="rubric-circle", title="Rubric circle", kind="community")
+    days = SimpleNamespace(slug="scoring-days", title="Scoring days", kind="routine")
+    lesson = SimpleNamespace(slug="release-time", title="Release time", kind="lesson")
+    facts = derived_facts(page, {"body": [days, lesson, rubric]})
+    assert facts == [("Lessons", [lesson]), ("Carried on by", [rubric])]
+
+
+def test_an_ending_review_names_fields_and_derived_facts_of_its_kind():
+    reviewed = [kind for kind in kinds.KINDS.values() if kind.ending_review is not None]
+    assert [kind.name for kind in reviewed] == ["initiative"]
+    for kind in reviewed:
+        review = kind.ending_review
+        assert kind.ended_statuses
+        assert all(kind.field(name) for name in (review.reason, review.evidence, review.experts, review.carried_by))
+        assert {review.lessons, review.carriers} <= {d.name for d in kinds.DERIVED if d.on == kind.name}
+        assert kind.field(review.reason).needed_when_ended

@@ -1,5 +1,6 @@
 """Curation in the browser: recent changes and their feed, watching, "since your last visit", verification, the
-curation queues, knowledge at risk, reassignment, feed tokens and the handover wizard. The work is in kb.curation."""
+curation queues, knowledge at risk, reassignment, feed tokens and the handover wizard. The work is in kb.curation,
+one module per job."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -10,7 +11,9 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, r
                    url_for)
 from sqlalchemy import func, select
 
-from kb import access, curation, kinds, pages
+from kb import access, kinds, pages
+from kb.curation import feed_tokens, handover, queues, reassignment, verification, watching
+from kb.curation.risk import RISK_RULES, RiskRow, at_risk
 from kb.errors import InvalidFields, NotAllowed, NotFound
 from kb.models import Page, User
 from kb.web.context import db_session, kick_index, now
@@ -20,10 +23,6 @@ from kb.web.security import is_safe_next
 bp = Blueprint("curate", __name__)
 
 RECENT_LIMITS = (100, 500, 1000)
-
-
-
-
 
 
 def require_signed_in() -> None:
@@ -67,10 +66,10 @@ def active_users() -> list[User]:
 @bp.app_context_processor
 def _curation_helpers():
     def page_status(page):
-        return curation.verification(db_session(), page, now())
+        return verification.verification(db_session(), page, now())
 
-    def watching(page) -> bool:
-        return curation.is_watching(db_session(), current_viewer(), page)
+    def watching_page(page) -> bool:
+        return watching.is_watching(db_session(), current_viewer(), page)
 
     def home_changes(limit: int = 6):
         viewer = current_viewer()
@@ -78,11 +77,11 @@ def _curation_helpers():
             return None
         since = g.get("kb_since_last_visit") or (now() - timedelta(days=14))
         return {"since": g.get("kb_since_last_visit"),
-                "changes": curation.changes_since(db_session(), viewer, since, limit=limit)}
+                "changes": watching.changes_since(db_session(), viewer, since, limit=limit)}
 
-    return {"curation_status": page_status, "curation_watching": watching, "curation_home": home_changes,
-            "curation_may_verify": curation.may_verify, "curation_may_confirm": curation.may_confirm,
-            "curation_verifier": curation.verifier_of}
+    return {"curation_status": page_status, "curation_watching": watching_page, "curation_home": home_changes,
+            "curation_may_verify": verification.may_verify, "curation_may_confirm": handover.may_confirm,
+            "curation_verifier": verification.verifier_of}
 
 
 @bp.before_app_request
@@ -97,7 +96,7 @@ def _record_visit():
         with current_app.extensions["kb_db"].writing() as s:
             user = s.get(User, viewer.user_id)
             if user is not None:
-                g.kb_since_last_visit = curation.record_visit(user, now())
+                g.kb_since_last_visit = watching.record_visit(user, now())
     except Exception:  # a busy database must not stop anyone reading the home page
         current_app.logger.warning("could not record the visit of user %s", viewer.user_id)
 
@@ -127,7 +126,7 @@ def recent():
     days = [(day, list(items)) for day, items in groupby(rows, key=lambda rp: rp[0].created_at.date())]
     watching_tag = False
     if filters["tag"] and viewer.signed_in:
-        watching_tag = pages.slugify(filters["tag"]) in curation.watches(s, viewer.user_id)[1]
+        watching_tag = pages.slugify(filters["tag"]) in watching.watches(s, viewer.user_id)[1]
     more = next((n for n in RECENT_LIMITS if n > limit), None) if len(rows) >= limit else None
     return render_template("curate/recent.html", days=days, filters=filters, count=len(rows), more=more,
                            watching_tag=watching_tag,
@@ -143,7 +142,7 @@ def _clean_xml(text: str) -> str:
 def recent_atom():
     """The Atom feed of recent changes, as the token's owner may see them (without a token: as anonymous)."""
     s = db_session()
-    viewer = curation.viewer_for_feed_token(s, request.args.get("token"),
+    viewer = feed_tokens.viewer_for_feed_token(s, request.args.get("token"),
                                             bool(current_app.config.get("ANONYMOUS_READ")))
     filters = _recent_filters()
     rows = pages.recent_revisions(s, viewer, limit=50, **filters)
@@ -195,11 +194,11 @@ def feed_token():
     token = None
     if request.method == "POST":
         if request.form.get("action") == "revoke":
-            curation.revoke_feed_token(s, viewer)
+            feed_tokens.revoke_feed_token(s, viewer)
             s.commit()
             flash("Your private feed address no longer works.")
             return redirect(url_for("curate.feed_token"))
-        token = curation.create_feed_token(s, viewer)
+        token = feed_tokens.create_feed_token(s, viewer)
         s.commit()
     user = s.get(User, viewer.user_id)
     feed_url = url_for("curate.recent_atom", token=token, _external=True) if token else None
@@ -219,11 +218,11 @@ def watch():
     on = request.form.get("on", "1") == "1"
     if request.form.get("page"):
         page = readable_page(request.form["page"])
-        curation.watch_page(s, viewer, page, on)
+        watching.watch_page(s, viewer, page, on)
         s.commit()
         flash(f"You are watching “{page.title}”." if on else f"You no longer watch “{page.title}”.")
         return back(url_for("wiki.view", slug=page.slug))
-    tag = curation.watch_tag(s, viewer, request.form.get("tag", ""), on)
+    tag = watching.watch_tag(s, viewer, request.form.get("tag", ""), on)
     s.commit()
     flash(f"You are watching #{tag}." if on else f"You no longer watch #{tag}.")
     return back(url_for("curate.changes"))
@@ -235,11 +234,11 @@ def changes():
     viewer = current_viewer()
     s = db_session()
     since = g.get("kb_since_last_visit")
-    found = curation.changes_since(s, viewer, since or (now() - timedelta(days=14)), limit=200)
-    page_ids, tags = curation.watches(s, viewer.user_id)
+    found = watching.changes_since(s, viewer, since or (now() - timedelta(days=14)), limit=200)
+    page_ids, tags = watching.watches(s, viewer.user_id)
     user = s.get(User, viewer.user_id)
     return render_template("curate/changes.html", since=since, changes=found,
-                           watched=curation.watched_pages(s, viewer), tags=sorted(tags),
+                           watched=watching.watched_pages(s, viewer), tags=sorted(tags),
                            follows=set(user.follows_kinds or []))
 
 
@@ -247,7 +246,7 @@ def changes():
 def changes_seen():
     require_signed_in()
     s = db_session()
-    curation.mark_seen(s.get(User, current_viewer().user_id), now())
+    watching.mark_seen(s.get(User, current_viewer().user_id), now())
     s.commit()
     flash("Everything so far is marked as seen.")
     return back(url_for("curate.changes"))
@@ -257,7 +256,7 @@ def changes_seen():
 def follow():
     require_signed_in()
     s = db_session()
-    chosen = curation.follow_kinds(s, current_viewer(), request.form.getlist("kind"))
+    chosen = watching.follow_kinds(s, current_viewer(), request.form.getlist("kind"))
     s.commit()
     flash("You follow new " + ", ".join(kinds.KINDS[k].plural.lower() for k in chosen) + "." if chosen
           else "You follow no kinds of page.")
@@ -273,7 +272,7 @@ def verify(slug: str):
     require_signed_in()
     s = db_session()
     page = readable_page(slug)
-    curation.verify(s, current_viewer(), page, now())
+    verification.verify(s, current_viewer(), page, now())
     s.commit()
     flash(f"“{page.title}” is verified as of revision {page.revision}.")
     return back(url_for("wiki.view", slug=page.slug))
@@ -290,7 +289,7 @@ def care(slug: str):
     if request.method == "POST":
         try:
             if request.form.get("action") == "review":
-                curation.request_review(s, viewer, page)
+                verification.request_review(s, viewer, page)
                 flash("The page is on the review queue until someone verifies it.")
             else:
                 try:
@@ -303,17 +302,17 @@ def care(slug: str):
                 if viewer.may_curate:
                     owner = request.form.get("owner", "")
                     kwargs["owner"] = find_user(owner, "owner") if owner else None
-                curation.set_care(s, viewer, page, **kwargs)
+                verification.set_care(s, viewer, page, **kwargs)
                 flash("Saved.")
             s.commit()
             return redirect(url_for("curate.care", slug=page.slug))
         except InvalidFields as e:
             s.rollback()
             errors = e.errors
-    state = curation.verification(s, page, now())
+    state = verification.verification(s, page, now())
     return render_template("curate/care.html", page=page, state=state, users=active_users(), errors=errors,
                            may_change=viewer.may_curate or viewer.user_id == page.owner_id,
-                           may_verify=curation.may_verify(viewer, page)), (422 if errors else 200)
+                           may_verify=verification.may_verify(viewer, page)), (422 if errors else 200)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,13 +324,13 @@ def index():
     require_signed_in()
     viewer = current_viewer()
     s = db_session()
-    names = [n for n, _, _ in curation.QUEUES]
+    names = [n for n, _, _ in queues.QUEUES]
     chosen = request.args.get("queue") if request.args.get("queue") in names else "needs_review"
-    all_queues = curation.queues(s, viewer, now(), names)
-    return render_template("curate/index.html", queues=curation.QUEUES, counts={k: len(v) for k, v in all_queues.items()},
+    all_queues = queues.queues(s, viewer, now(), names)
+    return render_template("curate/index.html", queues=queues.QUEUES, counts={k: len(v) for k, v in all_queues.items()},
                            chosen=chosen, items=all_queues[chosen], users=active_users(),
-                           title=dict((n, t) for n, t, _ in curation.QUEUES)[chosen],
-                           about=dict((n, a) for n, _, a in curation.QUEUES)[chosen])
+                           title=dict((n, t) for n, t, _ in queues.QUEUES)[chosen],
+                           about=dict((n, a) for n, _, a in queues.QUEUES)[chosen])
 
 
 @bp.route("/curate/bulk", methods=["POST"])
@@ -344,7 +343,7 @@ def bulk():
     if not slugs:
         flash("Tick at least one page first.")
         return back(url_for("curate.index"))
-    done = curation.bulk(s, current_viewer(), slugs, action, now(), owner=owner)
+    done = queues.bulk(s, current_viewer(), slugs, action, now(), owner=owner)
     s.commit()
     what = {"assign": f"now owned by {owner.label}" if owner else "", "verify": "verified",
             "review": "added to the review queue"}[action]
@@ -355,11 +354,11 @@ def bulk():
 @bp.route("/curate/risk")
 def risk():
     require_signed_in()
-    rows = curation.at_risk(db_session(), current_viewer(), now())
-    return render_template("curate/risk.html", rows=rows, rules=curation.RISK_RULES, fix_url=fix_url)
+    rows = at_risk(db_session(), current_viewer(), now())
+    return render_template("curate/risk.html", rows=rows, rules=RISK_RULES, fix_url=fix_url)
 
 
-def fix_url(row: curation.RiskRow) -> str:
+def fix_url(row: RiskRow) -> str:
     """Where a knowledge-at-risk finding is put right."""
     if row.fix.startswith("edit:"):
         return url_for("wiki.edit", slug=row.page.slug) + "#field-" + row.fix[5:]
@@ -377,7 +376,7 @@ def people():
     require_curator()
     s = db_session()
     users = list(s.scalars(select(User).order_by(User.active.desc(), func.lower(User.name))))
-    return render_template("curate/people.html", users=users, holdings=curation.holdings(s),
+    return render_template("curate/people.html", users=users, holdings=reassignment.holdings(s),
                            departing=request.args.get("departing", ""))
 
 
@@ -387,7 +386,7 @@ def leaving():
     s = db_session()
     user = find_user(request.form.get("user"), "user")
     on = request.form.get("leaving") == "1"
-    curation.set_leaving(s, current_viewer(), user, on)
+    reassignment.set_leaving(s, current_viewer(), user, on)
     s.commit()
     flash(f"{user.label} is marked as leaving: their pages now show as knowledge at risk." if on
           else f"{user.label} is no longer marked as leaving.")
@@ -400,7 +399,7 @@ def reassign():
     s = db_session()
     departing = find_user(request.form.get("departing"), "departing")
     successor = find_user(request.form.get("successor"), "successor")
-    moved = curation.reassign(s, current_viewer(), departing, successor)
+    moved = reassignment.reassign(s, current_viewer(), departing, successor)
     s.commit()
     flash(f"Moved {moved.pages} page(s), {moved.tours} tour(s) and {moved.verifications} verification duty(ies) "
           f"from {departing.label} to {successor.label}. This is recorded in the log.")
@@ -412,11 +411,9 @@ def reassign():
 
 
 def _person_choices(kind: str) -> list[Page]:
-    """Pages the wizard offers to tick or choose; initiatives only while they are not over."""
+    """Pages the wizard offers to tick or choose, leaving out those whose work is over (an ended initiative)."""
     found = pages.list_pages(db_session(), current_viewer(), kind=kind, limit=500)
-    if kind == "initiative":
-        found = [p for p in found if p.status not in kinds.ENDING_STATUSES]
-    return found
+    return [p for p in found if not kinds.is_ended(kind, p.status)]
 
 
 @bp.route("/curate/handover", methods=["GET", "POST"])
@@ -426,8 +423,8 @@ def handover_wizard():
     if not viewer.may_edit:
         raise NotAllowed("You need a contributor account to write a handover.")
     s = db_session()
-    draft = curation.get_draft(s, viewer)
-    steps = curation.HANDOVER_STEPS
+    draft = handover.get_draft(s, viewer)
+    steps = handover.HANDOVER_STEPS
     if request.method == "GET":
         if draft is None:
             return render_template("curate/handover_start.html", leader=request.args.get("leader", ""),
@@ -444,7 +441,7 @@ def handover_wizard():
 
     action = request.form.get("action", "next")
     if action == "start":
-        curation.discard_draft(s, viewer)
+        handover.discard_draft(s, viewer)
         data = {"visibility": "staff"}
         leader = access.get_readable_page(s, viewer, request.form.get("leader", ""))
         if leader is not None and leader.kind == "leader":
@@ -454,14 +451,14 @@ def handover_wizard():
                 data["role"] = roles[-1]
         if request.form.get("title"):
             data["title"] = request.form["title"].strip()
-        curation.start_draft(s, viewer, data)
+        handover.start_draft(s, viewer, data)
         s.commit()
         return redirect(url_for("curate.handover_wizard", step=1))
     if draft is None:
         flash("That handover was already saved or discarded. Start a new one here.")
         return redirect(url_for("curate.handover_wizard"))
     if action == "discard":
-        curation.discard_draft(s, viewer)
+        handover.discard_draft(s, viewer)
         s.commit()
         flash("The handover in progress was discarded.")
         return redirect(url_for("curate.handover_wizard"))
@@ -470,7 +467,7 @@ def handover_wizard():
     except ValueError:
         index = 0
     index = max(0, min(index, len(steps) - 1))
-    answers = curation.read_step(steps[index], request.form)
+    answers = handover.read_step(steps[index], request.form)
     if "readers" in answers and not viewer.may_curate:
         answers.pop("readers")
     if answers.get("visibility") == "restricted" and not viewer.may_curate:
@@ -482,19 +479,19 @@ def handover_wizard():
         except ValueError:
             move = 0
         move = min(move, 0)  # jumping back is always allowed; forward goes through the steps' checks
-    errors = curation.save_step(s, draft, index, answers, move)
+    errors = handover.save_step(s, draft, index, answers, move)
     s.commit()
     if errors:
         return _wizard_page(draft, index, errors, status=422)
     if action == "finish" and index == len(steps) - 1:
         try:
-            done = curation.finish_handover(s, viewer, draft)
+            done = handover.finish_handover(s, viewer, draft)
             s.commit()
         except InvalidFields as e:
             s.rollback()
             errors = {k.removeprefix("fields."): v for k, v in e.errors.items()}
             first = next((i for i, st in enumerate(steps) if set(errors) & {q.key for q in st.questions}), index)
-            return _wizard_page(curation.get_draft(s, viewer), first, errors, status=422)
+            return _wizard_page(handover.get_draft(s, viewer), first, errors, status=422)
         kick_index()
         return render_template("curate/handover_done.html", page=done.page, linked=done.linked, notes=done.notes)
     if action == "save":
@@ -506,14 +503,14 @@ def _wizard_page(draft, index: int, errors: dict[str, str], status: int = 200):
     s = db_session()
     viewer = current_viewer()
     data = dict(draft.data or {})
-    step = curation.HANDOVER_STEPS[index]
+    step = handover.HANDOVER_STEPS[index]
     if step.key == "review" and not data.get("title"):
         leaders = pages.readable_titles(s, viewer, [v for v in (data.get("outgoing"), data.get("incoming")) if v])
-        data["title"] = curation.default_title(data, leaders, now().date())
+        data["title"] = handover.default_title(data, leaders, now().date())
     choices = {q.key: _person_choices(q.kind) for q in step.questions if q.control in ("person", "pages")}
     slugs = [v for k, v in data.items() if isinstance(v, str)] + [x for v in data.values() if isinstance(v, list)
                                                                    for x in v if isinstance(x, str)]
-    return render_template("curate/handover_step.html", steps=curation.HANDOVER_STEPS, index=index, step=step,
+    return render_template("curate/handover_step.html", steps=handover.HANDOVER_STEPS, index=index, step=step,
                            data=data, errors=errors, choices=choices,
                            titles=pages.readable_titles(s, viewer, slugs), KIND_FIELDS=kinds.KINDS["handover"]), status
 
@@ -528,7 +525,7 @@ def confirm(slug: str):
     if page.kind != "handover":
         raise NotFound()
     if request.method == "POST":
-        saved = curation.confirm_handover(s, viewer, page, now())
+        saved = handover.confirm_handover(s, viewer, page, now())
         s.commit()
         kick_index()
         flash("Thank you. The handover is marked as checked by its successor.")
@@ -536,7 +533,7 @@ def confirm(slug: str):
     fields = page.fields or {}
     titles = pages.readable_titles(s, viewer, [t for _, t in kinds.field_links(page.kind, fields)])
     return render_template("curate/confirm.html", page=page, kind=kinds.KINDS["handover"], fields=fields,
-                           titles=titles, may_confirm=curation.may_confirm(viewer, page))
+                           titles=titles, may_confirm=handover.may_confirm(viewer, page))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -546,4 +543,4 @@ def confirm(slug: str):
 @bp.route("/api/curation")
 def api_curation():
     viewer = require_api_reader()
-    return jsonify(curation.api_queues(db_session(), viewer, now()))
+    return jsonify(queues.api_queues(db_session(), viewer, now()))

@@ -1,27 +1,19 @@
-"""The page editor's form: turning a post into a page state, a page's fields back into form values, and the
-"before you end this initiative" review shown before an initiative is set to ended or replaced.
+"""The page editor's form: turning a post into a page state, and a page's fields back into form values.
 
 The controls follow the kind declaration (kb.kinds): one control per field, named `f.<field>`. Lists are one entry
-per line; links are one input per linked page (`f.<field>` repeated); tenures are rows `f.tenures.<i>.<key>`; risk is
-`f.risk.attrition` and `f.risk.criticality`. Repeated rows ("add another") work without JavaScript: the
-`add_row=<field>` button posts the form back and it comes back with one more empty row.
+per line; fields that repeat (`Field.repeats`) are rows: links one input per linked page (`f.<field>` repeated),
+tenures `f.tenures.<i>.<key>`; risk is `f.risk.attrition` and `f.risk.criticality`. Repeated rows ("add another")
+work without JavaScript: the `add_row=<field>` button posts the form back and it comes back with one more empty row.
+The review before an initiative is ended is in kb.ending.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from kb import kinds, pages
-from kb.access import Viewer
+from kb import kinds
 from kb.pages import PageState
-
-REPEATED_TYPES = ("tenures", "links")
-
-
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
 def _tenure_rows(form: MultiDict, key: str) -> list[dict[str, str]]:
@@ -44,9 +36,9 @@ def fields_from_form(kind_name: str, form: MultiDict) -> dict[str, Any]:
         key = f"f.{f.name}"
         if f.type == "links":
             # One input per page; a pasted list (one per line) is accepted too.
-            out[f.name] = [line for value in form.getlist(key) for line in _lines(value)]
+            out[f.name] = [line for value in form.getlist(key) for line in kinds.lines(value)]
         elif f.type == "list":
-            out[f.name] = _lines(form.get(key, ""))
+            out[f.name] = kinds.lines(form.get(key, ""))
         elif f.type == "months":
             out[f.name] = [m for m in form.getlist(key) if m]
         elif f.type == "bool":
@@ -70,7 +62,7 @@ def state_from_form(form: MultiDict, kind_name: str) -> PageState:
         tags=[t.strip() for t in form.get("tags", "").replace("\n", ",").split(",") if t.strip()],
         visibility=form.get("visibility", "public"),
         readers=[r.strip() for r in form.get("readers", "").replace("\n", ",").split(",") if r.strip()],
-        sources=_lines(form.get("sources", "")),
+        sources=kinds.lines(form.get("sources", "")),
         body=form.get("body", ""),
     )
 
@@ -82,7 +74,7 @@ def blank_rows(kind_name: str, form: MultiDict | None = None, add: str | None = 
     if kind is None:
         return out
     for f in kind.editable_fields:
-        if f.type not in REPEATED_TYPES:
+        if not f.repeats:
             continue
         key = f"f.{f.name}"
         posted = 0
@@ -110,7 +102,7 @@ def form_values(kind_name: str, fields: dict[str, Any], blanks: dict[str, int] |
         if f.type == "list":
             out[f.name] = "\n".join(str(v) for v in value or []) if isinstance(value, list) else str(value or "")
         elif f.type == "links":
-            rows = [str(v) for v in value] if isinstance(value, list) else _lines(str(value or ""))
+            rows = [str(v) for v in value] if isinstance(value, list) else kinds.lines(str(value or ""))
             out[f.name] = rows + [""] * blanks.get(f.name, 1)
         elif f.type == "months":
             out[f.name] = [str(m) for m in value] if isinstance(value, list) else []
@@ -125,35 +117,3 @@ def form_values(kind_name: str, fields: dict[str, Any], blanks: dict[str, int] |
         else:
             out[f.name] = "" if value is None else str(value)
     return out
-
-
-def ending_now(page, state: PageState) -> bool:
-    """Is this edit setting an initiative to ended or replaced (from a status that was not)?"""
-    if page is None or state.kind != "initiative":
-        return False
-    new_status = (state.fields or {}).get("status")
-    old_status = (page.fields or {}).get("status") if page.kind == "initiative" else None
-    return new_status in kinds.ENDING_STATUSES and old_status not in kinds.ENDING_STATUSES
-
-
-def before_ending(session: Session, viewer: Viewer, page, state: PageState, tried_before=None) -> dict[str, Any]:
-    """What to look at before ending an initiative: its evidence, lessons, carrying routines and communities,
-    experts and earlier attempts on the same topic. Everything comes from pages the viewer may read."""
-    fields = state.fields or {}
-    linked = pages.backlinks_by_field(session, viewer, page)
-    linking = {p.slug: p for ps in linked.values() for p in ps}
-    lessons = sorted((p for p in linking.values() if p.kind == "lesson"), key=lambda p: p.title.casefold())
-    carried_by = list(fields.get("carried_by") or [])
-    carriers = [p for p in linking.values() if p.kind in ("routine", "community") and p.slug not in carried_by]
-    titles = pages.readable_titles(session, viewer, carried_by)
-    carrier_rows = [(slug, titles.get(slug)) for slug in carried_by]
-    carrier_rows += [(p.slug, p.title) for p in sorted(carriers, key=lambda p: p.title.casefold())]
-    return {
-        "status": fields.get("status"),
-        "ended_reason": fields.get("ended_reason"),
-        "evidence": fields.get("evidence") or "",
-        "lessons": lessons,
-        "carriers": carrier_rows,
-        "experts": list(fields.get("experts") or []),
-        "tried_before": tried_before,
-    }

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import BadRequest
 
 from kb import kinds, pages, tours
+from kb.derived import derived_facts
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotSignedIn
 from kb.models import utcnow
 from kb.web.context import db_session, iso
@@ -19,8 +20,6 @@ from kb.web.login import current_viewer, require_api_reader, require_reader
 bp = Blueprint("tours", __name__)
 
 RESERVED_SLUGS = {"new"}
-
-
 
 
 def require_curator() -> None:
@@ -90,8 +89,6 @@ def overview(slug: str):
 
 def _page_parts(page) -> dict:
     """What the wiki's page view shows for a page: body HTML, field link titles and derived facts."""
-    from kb.web.wiki import derived_facts
-
     s = db_session()
     viewer = current_viewer()
     linked = pages.backlinks_by_field(s, viewer, page)
@@ -330,9 +327,6 @@ def _edit_post(tour):
 
 # ---------------------------------------------------------------------------------------------------------------
 # JSON API (PRODUCT §7)
-
-
-
 
 
 def _progress_json(p: tours.TourProgress, signed_in: bool) -> dict | None:

@@ -1,19 +1,20 @@
 """Pages in the browser: view, create, edit with preview, history, diff, revert, rename, delete and restore."""
 from __future__ import annotations
 
-
 from flask import (Blueprint, Response, abort, current_app, flash, get_template_attribute, jsonify, redirect,
                    render_template, request, url_for)
-from flask_login import current_user
 
 from kb import access, kinds, pages, search, viewcache
+from kb.derived import derived_facts
+from kb.ending import before_ending, ending_now
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
 from kb.render import trusted
 from kb.web.context import db_session, kick_index, now
-from kb.web.forms import before_ending, blank_rows, ending_now, form_values, state_from_form
+from kb.web.forms import blank_rows, form_values, state_from_form
 from kb.web.login import current_viewer, require_reader
 
 bp = Blueprint("wiki", __name__)
+
 
 def _store_cache(revision_id: int, html: str) -> None:
     # A view runs in a read transaction; the cache is written in its own short write, and may simply fail.
@@ -102,41 +103,6 @@ def _stored_fragments(s, viewer, page) -> dict[str, str]:
     }
 
 
-def derived_facts(page, linked: dict) -> list[tuple[str, list]]:
-    """Facts worked out from other pages' fields, never typed in: a leader's initiatives and so on.
-
-    `linked` is pages.backlinks_by_field for the page: the readable pages linking here, by the field they link
-    through ("body" for the text), so the facts follow every edit of those pages and respect visibility.
-    """
-    def via(field: str, kind: str) -> list:
-        return [p for p in linked.get(field, []) if p.kind == kind]
-
-    def any_link(*kinds_: str) -> list:
-        found = {p.slug: p for ps in linked.values() for p in ps if p.kind in kinds_}
-        return sorted(found.values(), key=lambda p: p.title.lower())
-
-    fields = page.fields or {}
-    facts = []
-    if page.kind == "leader":
-        facts.append(("Initiatives started", via("sponsors", "initiative")))
-        facts.append(("Handovers", sorted({p.slug: p for p in via("outgoing", "handover") + via("incoming", "handover")}
-                                          .values(), key=lambda p: p.title.lower())))
-    if page.kind == "community":
-        facts.append(("Routines it owns", via("owner", "routine")))
-        facts.append(("Initiatives it carries", via("carried_by", "initiative")))
-    if page.kind == "routine":
-        facts.append(("Initiatives it carries", via("carried_by", "initiative")))
-        facts.append(("Named in handovers", via("routines_owned", "handover")))
-    if page.kind == "initiative":
-        facts.append(("Lessons", any_link("lesson")))
-        carried = set(fields.get("carried_by") or [])
-        facts.append(("Carried on by", [p for p in any_link("routine", "community") if p.slug not in carried]))
-        facts.append(("Followed by", [p for p in via("predecessor", "initiative") if p.slug != fields.get("successor")]))
-        facts.append(("Came after", [p for p in via("successor", "initiative") if p.slug != fields.get("predecessor")]))
-        facts.append(("In flight in handovers", via("in_flight", "handover")))
-    return [(label, items) for label, items in facts if items]
-
-
 @bp.route("/wiki/<slug>/raw")
 def raw(slug: str):
     page = _load(slug)
@@ -192,7 +158,7 @@ def new():
     kind_name = request.values.get("kind", "page")
     if kind_name not in kinds.KINDS:
         raise InvalidFields({"kind": f"unknown kind {kind_name!r}; choose one of {', '.join(kinds.KINDS)}"})
-    if kind_name == "handover" and "curate.handover_wizard" in current_app.view_functions:
+    if kind_name == "handover":
         # Handovers are written with a guided, step-by-step form.
         return redirect(url_for("curate.handover_wizard", **request.args))
     if request.method == "GET":
