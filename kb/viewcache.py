@@ -46,12 +46,13 @@ def neighbourhood(session: Session, page: Page) -> str:
     """A fingerprint of what a page view shows from other pages: the page's address, and the id, revision, address
     and deletion state of every page it links to (also through an old address) and of every page linking to it."""
     targets = select(Link.target_slug).where(Link.source_id == page.id)
-    names = [page.slug, *session.scalars(select(SlugRedirect.old_slug).where(SlugRedirect.page_id == page.id))]
+    old_names = select(SlugRedirect.old_slug).where(SlugRedirect.page_id == page.id)
     rows = session.execute(
         select(Page.id, Page.revision, Page.slug, Page.deleted_at.is_(None))
         .where(or_(Page.slug.in_(targets),
                    Page.id.in_(select(SlugRedirect.page_id).where(SlugRedirect.old_slug.in_(targets))),
-                   Page.id.in_(select(Link.source_id).where(Link.target_slug.in_(names)))))
+                   Page.id.in_(select(Link.source_id).where(or_(Link.target_slug == page.slug,
+                                                                Link.target_slug.in_(old_names))))))
         .order_by(Page.id)).all()
     return _digest(page.slug + "|" + ";".join(f"{i},{r},{s},{int(bool(live))}" for i, r, s, live in rows))
 
