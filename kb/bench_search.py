@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import insert, select
 
-from kb import search as kb_search
+from kb.search import whoosh as kb_search
 from kb.access import Viewer
 from kb.models import Page
 

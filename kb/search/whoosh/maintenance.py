@@ -1,13 +1,13 @@
-"""Keeping the index true to the database: the queue, full rebuilds, checks and repairs, the background worker.
+"""Keeping the Whoosh index true to the database: the queue, full rebuilds, checks and repairs, the worker.
 
 * Keeping it current: every save puts an `IndexQueueEntry` in the same transaction as the page. `process_queue`
-  works those entries off (the save path calls `kick` right after its commit; a per-process background worker
-  picks up whatever `kick` could not do because the index was locked by another process, damaged or missing).
-  Queue entries are deleted only after the index commit, so a failure loses nothing.
+  works those entries off (right after the save's commit, when the backend is kicked or flushed; a per-process
+  background `Worker` picks up whatever could not be done then because the index was locked by another process,
+  damaged or missing). Queue entries are deleted only after the index commit, so a failure loses nothing.
 * Repair: `rebuild` builds a fresh index in a new directory and swaps it in by replacing the `CURRENT` pointer
-  file (an atomic rename); `check` compares database and index (which pages, which revisions); `repair` fixes
-  drift; start-up (`init_app`) rebuilds a missing or damaged index instead of crashing (a missing or damaged
-  column file is rebuilt from its segment when the segment is opened).
+  file (an atomic rename); `check` compares database and index (which pages, which revisions);
+  `repair` fixes drift; `ensure_index` (start-up) rebuilds a missing or damaged index instead of crashing (a
+  missing or damaged column file is rebuilt from its segment when the segment is opened).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -30,9 +30,10 @@ from whoosh.index import LockError
 from whoosh.reading import SegmentReader
 
 from kb.models import IndexQueueEntry, Page
-from kb.search import columns
-from kb.search.documents import SCHEMA, document_for, page_stamp
-from kb.search.engine import INDEX_NAME, POINTER, IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
+from kb.search.backend import CheckReport
+from kb.search.whoosh import columns, internals
+from kb.search.whoosh.documents import SCHEMA, document_for, page_stamp
+from kb.search.whoosh.engine import INDEX_NAME, POINTER, IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,8 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
     return len(entries)
 
 
-def _tidy_columns(ix, min_age: float = 300.0, build: bool = False) -> None:
-    """Remove the column files of segments that are gone; with `build`, write missing ones. Never raises.
+def _tidy_columns(ix, min_age: float = 300.0, write_missing: bool = False) -> None:
+    """Remove the column files of segments that are gone; with `write_missing`, write missing ones. Never raises.
 
     Files younger than `min_age` seconds are kept: another process may have written a segment it has not committed
     yet (a stale file costs only disk space until the next tidy)."""
@@ -147,8 +148,8 @@ def _tidy_columns(ix, min_age: float = 300.0, build: bool = False) -> None:
         folder = getattr(ix.storage, "folder", None)
         if not folder:
             return
-        segments = ix._segments()
-        if build:
+        segments = internals.segments(ix)
+        if write_missing:
             columns.ensure_files(folder, segments, lambda seg: SegmentReader(ix.storage, ix.schema, seg))
         columns.remove_unused(folder, {seg.segment_id() for seg in segments}, min_age=min_age)
     except Exception:
@@ -184,7 +185,7 @@ def merge_segments(index: SearchIndex) -> bool:
     with index.write_lock:
         try:
             ix = index.open()
-            if len(ix._segments()) <= MERGE_AT:
+            if len(internals.segments(ix)) <= MERGE_AT:
                 return False
             writer = ix.writer(timeout=0.0)
         except (LockError, IndexUnavailable):
@@ -341,7 +342,7 @@ def _build(db, gen_dir: str, progress, procs: int | None) -> tuple[int, list[int
             raise
     # Every segment got its column file as it was written; a segment written where the hook could not (another
     # codec) gets it here, and files of segments merged away go.
-    _tidy_columns(ix, min_age=0.0, build=True)
+    _tidy_columns(ix, min_age=0.0, write_missing=True)
     if progress:
         progress("index", done, total)
     return done, queued
@@ -401,53 +402,6 @@ def _remove_old_generations(root: str, keep: set) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checking and repairing
-
-@dataclass
-class CheckReport:
-    """Drift between database and index. Empty lists and `usable` mean they agree."""
-
-    usable: bool = True  # False: the index is missing or damaged
-    problem: str = ""
-    pages: int = 0  # live pages in the database
-    indexed: int = 0  # documents in the index
-    missing: list[int] = field(default_factory=list)  # page ids not in the index
-    stale: list[int] = field(default_factory=list)  # indexed at another revision, slug or visibility
-    extra: list[int] = field(default_factory=list)  # in the index, but deleted or gone from the database
-    duplicates: list[int] = field(default_factory=list)
-    queued: int = 0
-    repaired: bool = False
-    rebuilt: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates)
-
-    @property
-    def drift(self) -> bool:
-        return not self.ok
-
-    def describe(self) -> str:
-        """What `kb check` prints."""
-        text = self.summary()
-        if self.rebuilt:
-            text += " (rebuilt from the database)"
-        elif self.repaired:
-            text += " (repaired)"
-        if not self.ok:
-            for label, ids in (("missing", self.missing), ("stale", self.stale), ("extra", self.extra)):
-                if ids:
-                    text += f"\n  {label}: page ids {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}"
-        return text
-
-    def summary(self) -> str:
-        if not self.usable:
-            return f"search index unusable: {self.problem}"
-        if self.ok:
-            return f"search index matches the database ({self.pages} pages, {self.queued} queued)"
-        return (f"search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
-                f"{len(self.duplicates)} duplicated ({self.pages} pages in the database, {self.indexed} indexed, "
-                f"{self.queued} queued)")
-
 
 def check(db, index: SearchIndex) -> CheckReport:
     """Compare which pages and which revisions the database and the index hold."""
@@ -518,9 +472,6 @@ def repair(db, index: SearchIndex, report: CheckReport | None = None,
     return after
 
 
-_repair = repair  # for check_app_index, whose `repair` argument hides the function
-
-
 def _problem(index: SearchIndex) -> str | None:
     """Why the index cannot be used (missing, damaged), or None when it reads fine."""
     with _quiet_damage() as state:
@@ -572,9 +523,8 @@ def ensure_index(db, index: SearchIndex, sync_limit: int | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The app side: one index object and one background worker per process
+# The background worker: one per process
 
-SYNC_REBUILD_LIMIT = 5000  # at start-up, rebuild a broken index of up to this many pages before serving
 POLL_SECONDS = 1.0
 
 
@@ -621,89 +571,3 @@ class Worker:
             self.last_merge = time.monotonic()
             merge_segments(self.index)
         return done
-
-
-_workers_lock = threading.Lock()
-
-
-def index_for(app) -> SearchIndex:
-    return app.extensions["kb_search"]
-
-
-def worker_enabled(app) -> bool:
-    worker = app.config.get("SEARCH_WORKER")
-    return bool(app.config.get("SEARCH_BACKGROUND", True) and (True if worker is None else worker))
-
-
-def _ensure_worker(app) -> None:
-    if not worker_enabled(app):
-        return
-    worker = app.extensions.get("kb_search_worker")
-    if worker is not None and worker.alive():
-        return
-    with _workers_lock:
-        worker = app.extensions.get("kb_search_worker")
-        if worker is None or not worker.alive():
-            app.extensions["kb_search_worker"] = Worker(app.extensions["kb_db"], index_for(app)).start()
-
-
-def init_app(app) -> None:
-    """Attach the index to the app and start the worker on first request (it does not open the index).
-
-    Config (kb.config): SEARCH_BACKGROUND (the worker thread; default on), SEARCH_SYNC_REBUILD_LIMIT.
-    """
-    app.extensions["kb_search"] = SearchIndex(os.path.join(app.config["DATA_DIR"], "index"))
-    app.before_request(lambda: _ensure_worker(app))
-
-
-def repair_at_start(app) -> str:
-    """Before serving: rebuild a missing or damaged index of up to SEARCH_SYNC_REBUILD_LIMIT pages now (a bigger
-    one is rebuilt by the worker while search answers "unavailable"). Returns what was done."""
-    return ensure_index(app.extensions["kb_db"], index_for(app), sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
-
-
-def rebuild_app_index(app, progress: Callable[[str, int, int], None] | None = None) -> int:
-    """`kb reindex`: rebuild this app's index; returns the number of pages indexed."""
-    index = index_for(app)
-    report = rebuild(app.extensions["kb_db"], index.data_dir, progress=progress)
-    index.close()
-    index.damaged = False
-    return report.pages
-
-
-def check_app_index(app, repair: bool = False) -> CheckReport:
-    """`kb check [--repair]`: compare database and index; with repair, fix the drift and report what is left."""
-    db, index = app.extensions["kb_db"], index_for(app)
-    report = check(db, index)
-    if repair and not report.ok:
-        report = _repair(db, index, report)
-    return report
-
-
-def kick(app, background: bool | None = None) -> None:
-    """Called after a commit that queued index work; never raises.
-
-    Where this process runs the index worker (a server), the worker is woken and indexes the save right after the
-    response, so saving does not wait for the index; otherwise (tests, commands) the queue is worked off here.
-    """
-    if background is None:
-        worker = app.config.get("SEARCH_WORKER")
-        background = bool(not app.testing if worker is None else worker)
-    if background and not worker_enabled(app):
-        background = False  # nobody else would do it
-    if not background:
-        try:
-            db, index = app.extensions["kb_db"], index_for(app)
-            if not index.exists():
-                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
-                ensure_index(db, index, sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
-            process_queue(db, index, wait=0.25, max_batches=2)
-        except Exception:
-            log.exception("search index update after save failed; the worker will retry")
-    try:
-        _ensure_worker(app)
-        worker = app.extensions.get("kb_search_worker")
-        if worker is not None:
-            worker.wake.set()
-    except Exception:
-        log.exception("could not wake the search index worker")

@@ -2,8 +2,8 @@
 
 `SearchIndex` opens the generation named by `DATA_DIR/index/CURRENT` and keeps one `_View` (a Whoosh searcher plus
 everything derived from it), replaced whenever the index changes. `_Segment` holds what queries need from one
-segment, read from its column file (see `kb.search.columns`) and kept across views, since a segment never changes
-apart from deletions.
+segment, read from its column file (see `columns`) and kept across views, since a segment never changes apart
+from deletions.
 
 Document sets are numpy boolean masks over the view's document numbers (deleted documents included until
 intersected with `visible`, which every query starts from); scores are BM25 impacts summed with `bincount`.
@@ -13,84 +13,29 @@ from __future__ import annotations
 import bisect
 import gc
 import heapq
-import io
 import math
 import os
-import pickle
 import re
 import threading
-import time
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
-from itertools import accumulate, chain
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
-from whoosh.filedb import structfile
 from whoosh.filedb.filestore import FileStorage
-from whoosh.formats import Positions
 from whoosh.util.numeric import byte_to_length
 
 from kb import access
 from kb.access import Viewer
-from kb.search import columns
-from kb.search.documents import BOOSTS, SCHEMA, TEXT_FIELDS
-
-columns.install_capture()
-
-
-class _MappedFile(io.RawIOBase):
-    """A read-only file over a memoryview, without copying it."""
-
-    def __init__(self, buf: memoryview):
-        self._buf = buf
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), len(self._buf) - self._pos))
-        b[:n] = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else len(self._buf) + pos
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-def _no_copy_buffer_files() -> None:
-    """Whoosh reads a compound segment through one memory map, but wraps each file in it (the postings, the columns)
-    in a BytesIO, which copies the whole file into memory for every reader: hundreds of megabytes at 100,000
-    pages. Read the map in place instead."""
-    original = structfile.BufferFile.__init__
-    if getattr(original, "kb_no_copy", False):
-        return
-
-    def __init__(self, buf, name=None, onclose=None):
-        original(self, buf if not isinstance(buf, memoryview) else b"", name=name, onclose=onclose)
-        if isinstance(buf, memoryview):
-            self._buf = buf
-            self.file = _MappedFile(buf)
-
-    __init__.kb_no_copy = True
-    structfile.BufferFile.__init__ = __init__
-
-
-_no_copy_buffer_files()
+from kb.search.backend import SearchUnavailable
+from kb.search.whoosh import columns, internals
+from kb.search.whoosh.documents import BOOSTS, SCHEMA, TEXT_FIELDS
 
 # ---------------------------------------------------------------------------------------------------------------
 # Where the index lives: DATA_DIR/index/CURRENT names the generation directory in use.
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(SearchUnavailable):
     """The index is missing or damaged; it must be rebuilt from the database."""
 
 
@@ -233,95 +178,13 @@ class SearchIndex:
 
 
 def _open_searcher(ix, old: _View | None):
-    """A searcher on the newest generation that re-uses the old view's readers of unchanged segments.
-
-    (Whoosh's own Searcher.refresh() re-uses readers too, but keeps a segment's old set of deleted documents after
-    an update, and can bring back segments that were merged away; opening every segment again costs tens of
-    milliseconds per save.)"""
-    from whoosh.reading import MultiReader, SegmentReader
-    from whoosh.searching import Searcher
-
-    for attempt in range(10):
-        try:
-            toc = ix._read_toc()
-            break
-        except IOError:  # a writer removed a file as we read: try again, as Whoosh does
-            if attempt == 9:
-                raise
-            time.sleep(0.05)
-    reusable: dict[str, Any] = {}
-    if old is not None:
-        for leaf, _, _ in old.leaves:
-            reusable[leaf.segment().segment_id()] = leaf
-    readers, opened, stale = [], [], []
-    try:
-        for segment in toc.segments:
-            leaf = reusable.pop(segment.segment_id(), None)
-            if leaf is not None and not leaf.is_closed and leaf.segment().deleted_count() == segment.deleted_count():
-                readers.append(leaf)
-            else:
-                if leaf is not None:
-                    stale.append(leaf)  # its deletions changed
-                opened.append(SegmentReader(ix.storage, toc.schema, segment, generation=toc.generation))
-                readers.append(opened[-1])
-    except BaseException:
-        for r in opened:
-            r.close()
-        raise
-    for leaf in chain(stale, reusable.values()):
-        leaf.close()
-    return Searcher(MultiReader(readers, generation=toc.generation), fromindex=ix)
+    """A searcher on the newest table of contents that re-uses the old view's readers of unchanged segments."""
+    reusable = {leaf.segment().segment_id(): leaf for leaf, _, _ in old.leaves} if old is not None else {}
+    return internals.open_searcher(ix, reusable)
 
 
 def open_index(data_dir: str) -> SearchIndex:
     return SearchIndex(os.path.join(data_dir, "index"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading Whoosh's postings directly (for what the column files do not hold: the id field, and segments whose
-# column file is being rebuilt)
-
-def _unwrap(matcher):
-    # A segment with deletions wraps its postings in a FilterMatcher; deleted documents are removed later, because
-    # every document set is intersected with the visible (live) documents.
-    return getattr(matcher, "child", matcher)
-
-
-def read_postings(leaf, fieldname: str, text, values: bool = False) -> tuple[list, list, list]:
-    """(ids, weights, values) of one term in one segment, a block at a time."""
-    try:
-        m = _unwrap(leaf.postings(fieldname, text))
-    except Exception:  # TermNotFound and friends
-        return [], [], []
-    ids: list = []
-    weights: list = []
-    vals: list = []
-    if all(hasattr(m, a) for a in ("_read_ids", "_read_weights", "_read_values", "_next_block", "_atend")):
-        while m.is_active():
-            m._read_ids()
-            m._read_weights()
-            i = m._i
-            ids.extend(m._ids[i:])
-            weights.extend(m._weights[i:])
-            if values:
-                m._read_values()
-                vals.extend(m._values[i:])
-            m._next_block()
-    else:  # another codec: the slow, public way
-        while m.is_active():
-            ids.append(m.id())
-            weights.append(m.weight())
-            if values:
-                vals.append(m.value())
-            m.next()
-    return ids, weights, vals
-
-
-def _positions_decoder(fmt) -> Callable[[bytes], Iterable[int]]:
-    """Whoosh's Positions format stores a count and a pickled list of gaps; unpickle and add up in C."""
-    if type(fmt) is Positions:
-        return lambda v: accumulate(pickle.loads(v[4:] if v.endswith(b".") else v[4:] + b"."))
-    return fmt.decode_positions
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -417,7 +280,7 @@ class _Segment:
         key = (fieldname, term)
         found = self._values.get(key)
         if found is None:
-            ids, _, values = read_postings(leaf, fieldname, term, values=True)
+            ids, _, values = internals.read_postings(leaf, fieldname, term, values=True)
             found = self._values.put(key, dict(zip(ids, values)))
         return found
 
@@ -590,7 +453,7 @@ class _View:
         """Documents (deleted ones included) whose id field is `value`, from Whoosh's own postings."""
         out: list[int] = []
         for leaf, offset, _ in self.leaves:
-            out.extend(offset + d for d in read_postings(leaf, "id", value)[0])
+            out.extend(offset + d for d in internals.read_postings(leaf, "id", value)[0])
         return out
 
     def word_docs(self, term: str) -> np.ndarray:
@@ -664,7 +527,7 @@ class _View:
         return found
 
     def _whoosh_phrase(self, leaf, seg: _Segment, fieldname: str, terms: tuple[str, ...], d: int) -> bool:
-        decode = _positions_decoder(self.searcher.schema[fieldname].format)
+        decode = internals.positions_decoder(self.searcher.schema[fieldname].format)
         try:
             values = [seg.values(leaf, fieldname, t) for t in terms]
             if not all(d in v for v in values):
@@ -765,8 +628,12 @@ class _View:
         if raw:
             slug, title, kind = raw.decode("utf-8").split("\x1f")
             return {"slug": slug, "title": title, "kind": kind}
-        stored = self.searcher.stored_fields(d)
+        stored = self.stored(d)
         return {"slug": stored.get("slug", ""), "title": stored.get("title", ""), "kind": stored.get("kind", "")}
+
+    def stored(self, d: int) -> dict[str, Any]:
+        """A document's stored fields (slug, title, excerpts...), from Whoosh."""
+        return self.searcher.stored_fields(d)
 
     def first_at_least(self, fieldname: str, text: str) -> str | None:
         """The first term of a field (in any segment) that sorts at or after `text`, from the column files' sorted
