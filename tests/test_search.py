@@ -649,6 +649,47 @@ def _doc_count(ix, path: str) -> int:
     return next(seg.doc_count_all() for seg in ix.open()._segments() if seg.segment_id() == segment_id)
 
 
+# --- Threads: one process answers several queries at once -------------------------------------------------------
+
+def test_a_query_blocked_inside_scoring_does_not_hold_up_other_queries_or_saves(db, district, monkeypatch, caplog):
+    import threading
+
+    from kb.search.whoosh import queries
+
+    entered, release = threading.Event(), threading.Event()
+    original = queries._scores
+
+    def scores(view, parsed):
+        if "rubric" in parsed.words:
+            entered.set()
+            assert release.wait(10)
+        return original(view, parsed)
+
+    monkeypatch.setattr(queries, "_scores", scores)
+    slow: list = []
+    first = threading.Thread(target=lambda: slow.append(search.search(district, READER, "rubrics")))
+    first.start()
+    try:
+        assert entered.wait(10)
+        # While it waits: a save replaces a segment the blocked query reads, and other queries are answered.
+        with db.writing() as s:
+            page = s.scalar(select(Page).where(Page.slug == "scoring-writing-together"))
+            page.body, page.revision = "Teachers score writing samples together each autumn.", 2
+            s.add(IndexQueueEntry(page_id=page.id))
+        assert search.process_queue(db, district) == 1
+        other: list = []
+        second = threading.Thread(target=lambda: other.append(search.search(district, READER, "autumn")))
+        second.start()
+        second.join(10)
+        assert not second.is_alive() and slugs(other[0]) == ["scoring-writing-together"]
+        assert first.is_alive()  # still inside scoring
+    finally:
+        release.set()
+        first.join(10)
+    assert slugs(slow[0]) == ["writing-assessment"] and "<mark>rubrics</mark>" in slow[0].hits[0].snippet
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]  # no failed read, no retry
+
+
 # --- Whoosh's private internals: one test for each thing kb.search.whoosh.internals relies on -----------------
 
 from kb.search.whoosh import internals  # noqa: E402

@@ -1,9 +1,15 @@
-"""The index as one process sees it: the current generation, a warm searcher, and the vectorised query engine.
+"""The index as one process sees it: the current generation, a warm view of it, and the vectorised query engine.
 
 `SearchIndex` opens the generation named by `DATA_DIR/index/CURRENT` and keeps one `_View` (a Whoosh searcher plus
 everything derived from it), replaced whenever the index changes. `_Segment` holds what queries need from one
 segment, read from its column file (see `columns`) and kept across views, since a segment never changes apart
 from deletions.
+
+Threads: `SearchIndex.reading()` hands each query the current view, holding the index lock only to take it; the
+query itself runs without it, so threads in one process search at the same time. A view that is replaced while
+queries still read it is closed when the last of them is done. Whoosh's own file reads (stored fields, the few
+postings not in the column files) are not safe for threads and go through `SearchIndex.reads`, a short lock;
+the arrays of the column files are read-only and need none.
 
 Document sets are numpy boolean masks over the view's document numbers (deleted documents included until
 intersected with `visible`, which every query starts from); scores are BM25 impacts summed with `bincount`.
@@ -20,7 +26,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from whoosh.filedb.filestore import FileStorage
@@ -65,16 +71,18 @@ INDEX_NAME = "MAIN"
 
 
 class SearchIndex:
-    """One index location, as seen by one process: opens the current generation and keeps a warm searcher."""
+    """One index location, as seen by one process: opens the current generation and keeps a warm view of it."""
 
     def __init__(self, root: str):
         self.root = root
         self.write_lock = threading.Lock()  # one writer per process; Whoosh's file lock handles other processes
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # which generation and view are current; held only to change or take them
+        self.reads = threading.Lock()  # Whoosh's own readers, which are not safe for threads
         self._gen: str | None = None
         self._ix = None
         self._view: _View | None = None
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
+        self._leaf_views: dict[int, int] = {}  # id(segment reader) -> how many unreleased views read it
         self.damaged = False
 
     # -- locations
@@ -126,14 +134,15 @@ class SearchIndex:
     def _forget(self) -> None:
         view, self._view, self._ix, self._gen = self._view, None, None, None
         if view is not None:
-            view.close()
+            self._retire(view)
 
     def close(self) -> None:
         with self._lock:
             self._forget()
 
     def view(self) -> _View:
-        """An up-to-date searcher with its caches; IndexUnavailable when the index cannot be read."""
+        """An up-to-date view; IndexUnavailable when the index cannot be read. For a query, use `reading()`: a view
+        taken here may be closed by another thread unless this index's lock is held while it is used."""
         with self._lock:
             ix = self.open()
             view = self._view
@@ -149,22 +158,71 @@ class SearchIndex:
                 raise IndexDamaged(f"the search index cannot be read: {problem}")
             return view
 
+    @contextmanager
+    def reading(self) -> Iterator[_View]:
+        """The current view, for one read: the lock is held only to take it, and the view stays open until the
+        read is done even if the index changes meanwhile."""
+        with self._lock:
+            view = self.view()
+            view.users += 1
+        try:
+            yield view
+        finally:
+            with self._lock:
+                view.users -= 1
+                if view.retired and not view.users:
+                    self._release(view)
+
     def _fresh_view(self, ix, view: _View | None) -> _View:
-        if view is None or view.gen != self._gen:
-            self._view = None
-            if view is not None:
-                view.close()
-            view = self._view = _View(self, _open_searcher(ix, None), self._gen)
-        elif not view.searcher.up_to_date():
-            self._view = None
-            view = self._view = _View(self, _open_searcher(ix, view), self._gen)
-        else:
+        if view is not None and view.gen == self._gen and view.searcher.up_to_date():
             return view
+        same_gen = view is not None and view.gen == self._gen
+        fresh = self._open_view(ix, view if same_gen else None)
+        self._view = fresh
+        if view is not None:
+            self._retire(view)
         # Keep only the segments the new view reads (their column files are memory-mapped).
-        current = {leaf.segment().segment_id() for leaf, _, _ in view.leaves}
+        current = {leaf.segment().segment_id() for leaf, _, _ in fresh.leaves}
         for key in [k for k in self._segments if k not in current]:
             self._segments.pop(key).cols.close()
+        return fresh
+
+    def _open_view(self, ix, old: _View | None) -> _View:
+        """A view of the newest table of contents that re-uses the old view's readers of unchanged segments."""
+        reusable = {leaf.segment().segment_id(): leaf for leaf, _, _ in old.leaves} if old is not None else {}
+        searcher = internals.open_searcher(ix, reusable)
+        try:
+            view = _View(self, searcher, self._gen)
+        except BaseException:
+            for leaf, _ in searcher.reader().leaf_readers():
+                if id(leaf) not in self._leaf_views:
+                    leaf.close()
+            raise
+        for leaf, _, _ in view.leaves:
+            self._leaf_views[id(leaf)] = self._leaf_views.get(id(leaf), 0) + 1
         return view
+
+    def _retire(self, view: _View) -> None:
+        """A view is no longer current: release it now, or when its last reader is done."""
+        view.retired = True
+        if not view.users:
+            self._release(view)
+
+    def _release(self, view: _View) -> None:
+        """Close the segment readers that no other view reads."""
+        if view.released:
+            return
+        view.released = True
+        for leaf, _, _ in view.leaves:
+            left = self._leaf_views.get(id(leaf), 0) - 1
+            if left > 0:
+                self._leaf_views[id(leaf)] = left
+                continue
+            self._leaf_views.pop(id(leaf), None)
+            try:
+                leaf.close()
+            except Exception:
+                pass
 
     def segment(self, leaf) -> _Segment:
         """Per-segment data, cached by segment id (a segment never changes, apart from deletions)."""
@@ -175,12 +233,6 @@ class SearchIndex:
         else:
             self._segments.move_to_end(key)
         return seg
-
-
-def _open_searcher(ix, old: _View | None):
-    """A searcher on the newest table of contents that re-uses the old view's readers of unchanged segments."""
-    reusable = {leaf.segment().segment_id(): leaf for leaf, _, _ in old.leaves} if old is not None else {}
-    return internals.open_searcher(ix, reusable)
 
 
 def open_index(data_dir: str) -> SearchIndex:
@@ -203,6 +255,7 @@ class _SizedCache:
         self.max_size = max_size
         self.size = 0
         self.data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()  # queries in several threads share one view's caches
 
     @staticmethod
     def _weight(value: Any) -> int:
@@ -215,20 +268,23 @@ class _SizedCache:
         return 64
 
     def get(self, key: tuple) -> Any:
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self.data.get(key)
+            if value is not None:
+                self.data.move_to_end(key)
+            return value
 
     def put(self, key: tuple, value: Any) -> Any:
-        old = self.data.pop(key, None)
-        if old is not None:
-            self.size -= self._weight(old)
-        self.data[key] = value
-        self.size += self._weight(value)
-        while self.size > self.max_size and len(self.data) > 1:
-            _, evicted = self.data.popitem(last=False)
-            self.size -= self._weight(evicted)
+        weight = self._weight(value)
+        with self._lock:
+            old = self.data.pop(key, None)
+            if old is not None:
+                self.size -= self._weight(old)
+            self.data[key] = value
+            self.size += weight
+            while self.size > self.max_size and len(self.data) > 1:
+                _, evicted = self.data.popitem(last=False)
+                self.size -= self._weight(evicted)
         return value
 
 
@@ -276,7 +332,8 @@ class _Segment:
         return -1 if inv is None else inv.find(btext)
 
     def values(self, leaf, fieldname: str, term: str) -> dict[int, bytes]:
-        """Segment document number -> the posting's value (positions) of a term, from Whoosh (the slow way)."""
+        """Segment document number -> the posting's value (positions) of a term, from Whoosh (the slow way; the
+        caller holds the index's `reads` lock)."""
         key = (fieldname, term)
         found = self._values.get(key)
         if found is None:
@@ -299,6 +356,9 @@ class _View:
     def __init__(self, index: SearchIndex, searcher, gen: str):
         self.searcher = searcher
         self.gen = gen
+        self.reads = index.reads
+        self.users = 0  # queries reading this view now (see SearchIndex.reading)
+        self.retired = self.released = False
         reader = searcher.reader()
         self.reader = reader
         self.n = n = reader.doc_count_all()
@@ -358,12 +418,6 @@ class _View:
         self._visible: dict[tuple, np.ndarray] = {}
         self._avgdl: dict[str, float] = {}
         self._df: dict[tuple, int] = {}
-
-    def close(self) -> None:
-        try:
-            self.searcher.close()
-        except Exception:
-            pass
 
     def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
         found = self._cache.get(key)
@@ -453,7 +507,8 @@ class _View:
         """Documents (deleted ones included) whose id field is `value`, from Whoosh's own postings."""
         out: list[int] = []
         for leaf, offset, _ in self.leaves:
-            out.extend(offset + d for d in internals.read_postings(leaf, "id", value)[0])
+            with self.reads:
+                out.extend(offset + d for d in internals.read_postings(leaf, "id", value)[0])
         return out
 
     def word_docs(self, term: str) -> np.ndarray:
@@ -529,7 +584,8 @@ class _View:
     def _whoosh_phrase(self, leaf, seg: _Segment, fieldname: str, terms: tuple[str, ...], d: int) -> bool:
         decode = internals.positions_decoder(self.searcher.schema[fieldname].format)
         try:
-            values = [seg.values(leaf, fieldname, t) for t in terms]
+            with self.reads:
+                values = [seg.values(leaf, fieldname, t) for t in terms]
             if not all(d in v for v in values):
                 return False
             starts = set(decode(values[0][d]))
@@ -559,15 +615,20 @@ class _View:
     def avgdl(self, fieldname: str) -> float:
         found = self._avgdl.get(fieldname)
         if found is None:
-            found = self._avgdl[fieldname] = (self.reader.field_length(fieldname) or 0) / self.doc_count or 1.0
+            with self.reads:
+                length = self.reader.field_length(fieldname) or 0
+            found = self._avgdl[fieldname] = length / self.doc_count or 1.0
         return found
 
     def doc_frequency(self, fieldname: str, term: str) -> int:
         key = (fieldname, term)
         found = self._df.get(key)
         if found is None:
-            found = sum(seg.fields[fieldname].df(i) for _, seg, i in self.postings(fieldname, term)) \
-                if fieldname in columns.POSTING_FIELDS else self.reader.doc_frequency(fieldname, term)
+            if fieldname in columns.POSTING_FIELDS:
+                found = sum(seg.fields[fieldname].df(i) for _, seg, i in self.postings(fieldname, term))
+            else:
+                with self.reads:
+                    found = self.reader.doc_frequency(fieldname, term)
             if len(self._df) > 50_000:
                 self._df.clear()
             self._df[key] = found
@@ -618,13 +679,14 @@ class _View:
         """A document's slug, title and kind, from a column (cheap) or the stored fields (older indexes)."""
         i = bisect.bisect_right(self.offsets, d) - 1
         leaf, offset, _ = self.leaves[i]
-        column = self._cards.get(i)
-        if column is None:
-            try:
-                column = self._cards[i] = leaf.column_reader("card") if leaf.has_column("card") else False
-            except Exception:
-                column = self._cards[i] = False
-        raw = column[d - offset] if column is not False else b""
+        with self.reads:
+            column = self._cards.get(i)
+            if column is None:
+                try:
+                    column = self._cards[i] = leaf.column_reader("card") if leaf.has_column("card") else False
+                except Exception:
+                    column = self._cards[i] = False
+            raw = column[d - offset] if column is not False else b""
         if raw:
             slug, title, kind = raw.decode("utf-8").split("\x1f")
             return {"slug": slug, "title": title, "kind": kind}
@@ -633,7 +695,8 @@ class _View:
 
     def stored(self, d: int) -> dict[str, Any]:
         """A document's stored fields (slug, title, excerpts...), from Whoosh."""
-        return self.searcher.stored_fields(d)
+        with self.reads:
+            return self.searcher.stored_fields(d)
 
     def first_at_least(self, fieldname: str, text: str) -> str | None:
         """The first term of a field (in any segment) that sorts at or after `text`, from the column files' sorted

@@ -236,7 +236,7 @@ def segments(ix) -> list:
 
 def open_searcher(ix, reusable: dict[str, Any]):
     """A searcher on the index's newest table of contents, re-using the given readers (segment id -> reader) of
-    segments whose deletions have not changed; closes the other readers given.
+    segments whose deletions have not changed. Closes nothing: the caller closes the readers it no longer uses.
 
     (Whoosh's own Searcher.refresh() re-uses readers too, but keeps a segment's old set of deleted documents after
     an update, and can bring back segments that were merged away; opening every segment again costs tens of
@@ -252,25 +252,21 @@ def open_searcher(ix, reusable: dict[str, Any]):
             if attempt == 9:
                 raise
             time.sleep(0.05)
-    reusable = dict(reusable)
-    readers, opened, stale = [], [], []
+    readers, opened = [], []
     try:
         for segment in toc.segments:
-            leaf = reusable.pop(segment.segment_id(), None)
+            leaf = reusable.get(segment.segment_id())
             if leaf is not None and not leaf.is_closed and leaf.segment().deleted_count() == segment.deleted_count():
                 readers.append(leaf)
             else:
-                if leaf is not None:
-                    stale.append(leaf)  # its deletions changed
                 opened.append(SegmentReader(ix.storage, toc.schema, segment, generation=toc.generation))
                 readers.append(opened[-1])
     except BaseException:
         for r in opened:
             r.close()
         raise
-    for leaf in stale + list(reusable.values()):
-        leaf.close()
-    return Searcher(MultiReader(readers, generation=toc.generation), fromindex=ix)
+    # The searcher must not close the readers it was given: they belong to the views that share them.
+    return Searcher(MultiReader(readers, generation=toc.generation), fromindex=ix, closereader=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

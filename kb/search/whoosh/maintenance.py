@@ -165,7 +165,7 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     the segments the writer holds (opening a reader over every segment per save is the slow part of
     `update_document`), and Whoosh's own lookup otherwise."""
     segments = [seg.segment_id() for seg in writer.segments]
-    with index._lock:  # the view is shared with the threads answering searches
+    with index._lock:  # the view must stay current while its document numbers are used
         view = index._view
         if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
                                                              view.leaves] == segments:
@@ -416,8 +416,7 @@ def check(db, index: SearchIndex) -> CheckReport:
     dupes: set[int] = set()
     with _quiet_damage() as state:
         try:
-            with index._lock:
-                view = index.view()
+            with index.reading() as view, view.reads:
                 for stored in view.reader.all_stored_fields():
                     pid = int(stored.get("id") or 0)
                     if pid in seen:
@@ -476,8 +475,7 @@ def _problem(index: SearchIndex) -> str | None:
     """Why the index cannot be used (missing, damaged), or None when it reads fine."""
     with _quiet_damage() as state:
         try:
-            with index._lock:
-                view = index.view()
+            with index.reading() as view, view.reads:
                 view.reader.doc_count()
                 # Reading one stored document and a posting list finds most garbage in segment files.
                 if view.n:

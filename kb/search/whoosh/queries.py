@@ -323,8 +323,8 @@ def _run(index: SearchIndex, fn: Callable[[_View], Any], fallback: Any) -> Any:
     for attempt in (1, 2):
         with _quiet_damage() as state:
             try:
-                with index._lock:
-                    return fn(index.view())
+                with index.reading() as view:  # the index lock is held only to take the view
+                    return fn(view)
             except IndexUnavailable as e:
                 log.warning("search index unavailable: %s", e)
                 index.damaged = not isinstance(e, IndexMissing)
