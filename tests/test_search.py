@@ -329,13 +329,13 @@ def test_check_reports_drift_and_repair_fixes_it(db, index):
 
 def test_rebuild_swaps_in_a_new_directory(db, index, tmp_path):
     indexed(db, index, {"title": "First", "body": "tenure"})
-    old = index.current_generation()
+    old = index.current_build()
     report = search.rebuild(db, str(tmp_path))
-    assert report.pages == 1 and index.current_generation() != old
+    assert report.pages == 1 and index.current_build() != old
     assert slugs(search.search(index, READER, "tenure")) == ["first"]
     search.rebuild(db, str(tmp_path))
-    generations = [n for n in os.listdir(tmp_path / "index") if n.startswith("g-")]
-    assert len(generations) == 2  # the current one and the one just replaced (another process may read it)
+    builds = [n for n in os.listdir(tmp_path / "index") if n.startswith("b-")]
+    assert len(builds) == 2  # the current one and the one just replaced (another process may read it)
 
 
 # --- Through the app: start-up repair, the CLI, HTTP ------------------------------------------------------------
@@ -370,9 +370,9 @@ def test_deleted_index_directory_comes_back_with_check_repair(app, make_page, ru
 def test_damaged_index_at_start_up_is_rebuilt(app, make_page):
     make_page("Induction routine", body="Every August the cohort meets.")
     root = os.path.join(app.config["DATA_DIR"], "index")
-    gen_dir = os.path.join(root, search.SearchIndex(root).current_generation())
-    for name in os.listdir(gen_dir):
-        with open(os.path.join(gen_dir, name), "wb") as f:
+    build_dir = os.path.join(root, search.SearchIndex(root).current_build())
+    for name in os.listdir(build_dir):
+        with open(os.path.join(build_dir, name), "wb") as f:
             f.write(b"\x00garbage\xff" * 100)
     again = _restart(app)
     try:
@@ -520,8 +520,8 @@ from kb.search.whoosh import columns  # noqa: E402
 
 
 def _column_files(ix) -> dict[str, str]:
-    """Segment id -> column file path, for the segments of the current generation."""
-    folder = ix.generation_dir(ix.current_generation())
+    """Segment id -> column file path, for the segments of the current build."""
+    folder = ix.build_dir(ix.current_build())
     return {seg.segment_id(): os.path.join(folder, columns.file_name(seg.segment_id()))
             for seg in ix.open()._segments()}
 
@@ -608,8 +608,8 @@ def test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes(db, 
     merged = _column_files(index)
     assert all(os.path.exists(p) for p in merged.values())
     assert search.search(index, READER, "mentoring").total == search.MERGE_AT + 2
-    columns.remove_unused(index.generation_dir(index.current_generation()), merged)
-    folder = index.generation_dir(index.current_generation())
+    columns.remove_unused(index.build_dir(index.current_build()), merged)
+    folder = index.build_dir(index.current_build())
     assert sorted(n for n in os.listdir(folder) if n.startswith(columns.PREFIX)) == \
         sorted(os.path.basename(p) for p in merged.values())
 
@@ -766,6 +766,25 @@ def test_reading_postings_a_block_at_a_time_agrees_with_the_matcher(db, district
                 got = [(ids[k], weights[k], internals.decode_positions(values[k]) if positional else None)
                        for k in live]
                 assert got == expected
+
+
+def test_an_index_built_under_the_old_directory_name_is_read_and_later_removed(db, index, tmp_path):
+    indexed(db, index, {"title": "Old layout", "body": "superintendent"})
+    root = tmp_path / "index"
+    current = index.current_build()
+    old_name = "g-" + current[len("b-"):]
+    index.close()
+    os.rename(root / current, root / old_name)
+    (root / search.POINTER).write_text(old_name + "\n")
+    fresh = search.open_index(str(tmp_path))
+    try:
+        assert slugs(search.search(fresh, READER, "superintendent")) == ["old-layout"]
+        search.rebuild(db, str(tmp_path))
+        search.rebuild(db, str(tmp_path))
+        assert not [n for n in os.listdir(root) if n.startswith("g-")]
+        assert slugs(search.search(fresh, READER, "superintendent")) == ["old-layout"]
+    finally:
+        fresh.close()
 
 
 # --- The interface: the app searches through its backend, and only the backend knows Whoosh ------------------

@@ -8,7 +8,7 @@ second, plain copy of what queries need, written once when the segment is writte
   frequencies; for the text fields also every posting's word positions (for phrases);
 * each document's field lengths (Whoosh's length byte), last update (milliseconds) and years.
 
-It lives in `kbcols-<segment id>.npc` in the generation directory: a small JSON header (array names, types,
+It lives in `kbcols-<segment id>.npc` in the build directory: a small JSON header (array names, types,
 offsets, a checksum of the whole payload) and the arrays, read through one read-only memory map, so the pages are
 shared by every process on the machine and only the ones a query touches are read.
 

@@ -1,9 +1,9 @@
-"""The index as one process sees it: the current generation, a warm view of it, and the vectorised query engine.
+"""The index as one process sees it: the current build, a warm view of it, and the vectorised query engine.
 
-`SearchIndex` opens the generation named by `DATA_DIR/index/CURRENT` and keeps one `_View` (a Whoosh searcher plus
-everything derived from it), replaced whenever the index changes. `_Segment` holds what queries need from one
-segment, read from its column file (see `columns`) and kept across views, since a segment never changes apart
-from deletions.
+`SearchIndex` opens the build (one directory holding one complete Whoosh index) named by `DATA_DIR/index/CURRENT`
+and keeps one `_View` (a Whoosh searcher plus everything derived from it), replaced whenever the index changes.
+`_Segment` holds what queries need from one segment, read from its column file (see `columns`) and kept across
+views, since a segment never changes apart from deletions.
 
 Threads: `SearchIndex.reading()` hands each query the current view, holding the index lock only to take it; the
 query itself runs without it, so threads in one process search at the same time. A view that is replaced while
@@ -39,7 +39,7 @@ from kb.search.whoosh import columns, internals
 from kb.search.whoosh.documents import BOOSTS, SCHEMA, TEXT_FIELDS
 
 # ---------------------------------------------------------------------------------------------------------------
-# Where the index lives: DATA_DIR/index/CURRENT names the generation directory in use.
+# Where the index lives: DATA_DIR/index/CURRENT names the build directory in use.
 
 class IndexUnavailable(SearchUnavailable):
     """The index is missing or damaged; it must be rebuilt from the database."""
@@ -68,17 +68,25 @@ def _quiet_damage():
 
 POINTER = "CURRENT"
 INDEX_NAME = "MAIN"
+BUILD_PREFIX = "b-"
+# Builds made before they were called builds are named g-...; they are read as they are and removed like the others.
+BUILD_PREFIXES = (BUILD_PREFIX, "g-")
+_BUILD_NAME = re.compile(r"(?:b|g)-[0-9a-f-]{1,80}")
+
+
+def is_build_name(name: str) -> bool:
+    return bool(_BUILD_NAME.fullmatch(name or ""))
 
 
 class SearchIndex:
-    """One index location, as seen by one process: opens the current generation and keeps a warm view of it."""
+    """One index location, as seen by one process: opens the current build and keeps a warm view of it."""
 
     def __init__(self, root: str):
         self.root = root
         self.write_lock = threading.Lock()  # one writer per process; Whoosh's file lock handles other processes
-        self._lock = threading.RLock()  # which generation and view are current; held only to change or take them
+        self._lock = threading.RLock()  # which build and which view are current; held only to change or take them
         self.reads = threading.Lock()  # Whoosh's own readers, which are not safe for threads
-        self._gen: str | None = None
+        self._build: str | None = None
         self._ix = None
         self._view: _View | None = None
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
@@ -90,7 +98,8 @@ class SearchIndex:
     def data_dir(self) -> str:
         return os.path.dirname(os.path.abspath(self.root))
 
-    def current_generation(self) -> str | None:
+    def current_build(self) -> str | None:
+        """The name of the build in use; None when there is no index, "" when the pointer is broken."""
         try:
             with open(os.path.join(self.root, POINTER), encoding="ascii") as f:
                 name = f.read().strip()
@@ -98,41 +107,41 @@ class SearchIndex:
             return None
         except (OSError, UnicodeDecodeError):
             return ""
-        return name if re.fullmatch(r"g-[0-9a-f-]{1,80}", name or "") else ""
+        return name if is_build_name(name) else ""
 
-    def generation_dir(self, gen: str) -> str:
-        return os.path.join(self.root, gen)
+    def build_dir(self, build: str) -> str:
+        return os.path.join(self.root, build)
 
     # -- opening
     def open(self):
-        """The Whoosh index of the current generation; IndexMissing / IndexDamaged when it cannot be used."""
+        """The Whoosh index of the current build; IndexMissing / IndexDamaged when it cannot be used."""
         with self._lock:
-            gen = self.current_generation()
-            if gen is None:
+            build = self.current_build()
+            if build is None:
                 self._forget()
                 raise IndexMissing(f"no search index at {self.root}")
-            if not gen or not os.path.isdir(self.generation_dir(gen)):
+            if not build or not os.path.isdir(self.build_dir(build)):
                 self._forget()
                 raise IndexDamaged(f"the search index pointer in {self.root} is broken")
-            if gen != self._gen or self._ix is None:
+            if build != self._build or self._ix is None:
                 self._forget()
                 problem = None
                 with _quiet_damage() as state:
                     try:
-                        self._ix = FileStorage(self.generation_dir(gen)).open_index(INDEX_NAME, schema=SCHEMA)
+                        self._ix = FileStorage(self.build_dir(build)).open_index(INDEX_NAME, schema=SCHEMA)
                     except Exception as e:  # a damaged table of contents shows up as any kind of error
                         problem = repr(e)
                         state["failed"] = True
                 if problem is not None:
-                    raise IndexDamaged(f"the search index in {self.generation_dir(gen)} is damaged: {problem}")
-                self._gen = gen
+                    raise IndexDamaged(f"the search index in {self.build_dir(build)} is damaged: {problem}")
+                self._build = build
             return self._ix
 
     def exists(self) -> bool:
-        return self.current_generation() is not None
+        return self.current_build() is not None
 
     def _forget(self) -> None:
-        view, self._view, self._ix, self._gen = self._view, None, None, None
+        view, self._view, self._ix, self._build = self._view, None, None, None
         if view is not None:
             self._retire(view)
 
@@ -174,10 +183,10 @@ class SearchIndex:
                     self._release(view)
 
     def _fresh_view(self, ix, view: _View | None) -> _View:
-        if view is not None and view.gen == self._gen and view.searcher.up_to_date():
+        if view is not None and view.build == self._build and view.searcher.up_to_date():
             return view
-        same_gen = view is not None and view.gen == self._gen
-        fresh = self._open_view(ix, view if same_gen else None)
+        same_build = view is not None and view.build == self._build
+        fresh = self._open_view(ix, view if same_build else None)
         self._view = fresh
         if view is not None:
             self._retire(view)
@@ -192,7 +201,7 @@ class SearchIndex:
         reusable = {leaf.segment().segment_id(): leaf for leaf, _, _ in old.leaves} if old is not None else {}
         searcher = internals.open_searcher(ix, reusable)
         try:
-            view = _View(self, searcher, self._gen)
+            view = _View(self, searcher, self._build)
         except BaseException:
             for leaf, _ in searcher.reader().leaf_readers():
                 if id(leaf) not in self._leaf_views:
@@ -353,9 +362,9 @@ class _View:
 
     CACHE = 32 << 20  # bytes of cached masks, scores and lists
 
-    def __init__(self, index: SearchIndex, searcher, gen: str):
+    def __init__(self, index: SearchIndex, searcher, build: str):
         self.searcher = searcher
-        self.gen = gen
+        self.build = build
         self.reads = index.reads
         self.users = 0  # queries reading this view now (see SearchIndex.reading)
         self.retired = self.released = False

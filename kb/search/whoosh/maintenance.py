@@ -4,8 +4,8 @@
   works those entries off (right after the save's commit, when the backend is kicked or flushed; a per-process
   background `Worker` picks up whatever could not be done then because the index was locked by another process,
   damaged or missing). Queue entries are deleted only after the index commit, so a failure loses nothing.
-* Repair: `rebuild` builds a fresh index in a new directory and swaps it in by replacing the `CURRENT` pointer
-  file (an atomic rename); `check` compares database and index (which pages, which revisions);
+* Repair: `rebuild` writes a fresh build (a new directory holding a whole index) and swaps it in by replacing the
+  `CURRENT` pointer file (an atomic rename); `check` compares database and index (which pages, which revisions);
   `repair` fixes drift; `ensure_index` (start-up) rebuilds a missing or damaged index instead of crashing (a
   missing or damaged column file is rebuilt from its segment when the segment is opened).
 """
@@ -33,7 +33,8 @@ from kb.models import IndexQueueEntry, Page
 from kb.search.backend import CheckReport
 from kb.search.whoosh import columns, internals
 from kb.search.whoosh.documents import SCHEMA, document_for, page_stamp
-from kb.search.whoosh.engine import INDEX_NAME, POINTER, IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
+from kb.search.whoosh.engine import (BUILD_PREFIX, BUILD_PREFIXES, INDEX_NAME, POINTER, IndexMissing,
+                                     IndexUnavailable, SearchIndex, _quiet_damage)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
         log.warning("cannot write to the search index (%r); %d page(s) wait in the queue", e, len(entries))
         return -1
     try:
-        if index.current_generation() != index._gen:
+        if index.current_build() != index._build:
             raise IndexUnavailable("the index was rebuilt while we waited")  # write into the new one next time
         _remove_old_versions(index, writer, page_ids)
         for pid in page_ids:
@@ -167,8 +168,8 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     segments = [seg.segment_id() for seg in writer.segments]
     with index._lock:  # the view must stay current while its document numbers are used
         view = index._view
-        if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
-                                                             view.leaves] == segments:
+        if view is not None and view.build == index._build and [leaf.segment().segment_id() for leaf, _, _ in
+                                                                view.leaves] == segments:
             total = sum(seg.doc_count_all() for seg in writer.segments)
             if total == view.n:
                 for pid in page_ids:
@@ -252,10 +253,10 @@ def _rebuild_lock(data_dir: str) -> _FileLock:
     return _FileLock(os.path.join(data_dir, "index-rebuild.lock"))
 
 
-def _whoosh_write_lock(gen_dir: str):
-    """The write lock of an existing generation, taken without opening it (it may be damaged)."""
+def _whoosh_write_lock(build_dir: str):
+    """The write lock of an existing build, taken without opening it (it may be damaged)."""
     try:
-        lock = FileStorage(gen_dir).lock(f"{INDEX_NAME}_WRITELOCK")
+        lock = FileStorage(build_dir).lock(f"{INDEX_NAME}_WRITELOCK")
         return lock
     except Exception:
         return None
@@ -266,7 +267,7 @@ REBUILD_PROCS = min(2, os.cpu_count() or 1)
 
 def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None = None, procs: int | None = None,
             blocking: bool = True, only_if_unusable: bool = False) -> RebuildReport:
-    """Build a new index from the database in a new directory and swap it in atomically.
+    """Write a new build of the index from the database, in a new directory, and swap it in atomically.
 
     `progress("index", done, total)` is called as pages are added (the CLI's progress bar). While it runs, queue
     processing into the old index is held off (its write lock is taken), so no save made meanwhile is lost: its
@@ -283,30 +284,30 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
         index.close()
         lock.release()
         return RebuildReport(skipped=True)
-    old_gen = index.current_generation()
+    old_build = index.current_build()
     old_lock = None
     try:
-        if old_gen:
-            old_lock = _whoosh_write_lock(index.generation_dir(old_gen))
+        if old_build:
+            old_lock = _whoosh_write_lock(index.build_dir(old_build))
             if old_lock is not None and not _try(old_lock.acquire, 30.0):
                 log.warning("the search index stayed locked for 30 s; rebuilding anyway")
                 old_lock = None
-        gen = f"g-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        gen_dir = index.generation_dir(gen)
-        os.makedirs(gen_dir)
+        build = f"{BUILD_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        build_dir = index.build_dir(build)
+        os.makedirs(build_dir)
         try:
-            done, queued = _build(db, gen_dir, progress, procs)
+            done, queued = _index_every_page(db, build_dir, progress, procs)
         except BaseException:
-            shutil.rmtree(gen_dir, ignore_errors=True)
+            shutil.rmtree(build_dir, ignore_errors=True)
             raise
-        _swap(root, gen)
+        _swap(root, build)
         # The pages queued before the snapshot are in the new index.
         if queued:
             with db.writing() as session:
                 for chunk in range(0, len(queued), 500):
                     session.execute(delete(IndexQueueEntry).where(IndexQueueEntry.id.in_(queued[chunk:chunk + 500])))
-        _remove_old_generations(root, keep={gen, old_gen})
-        return RebuildReport(pages=done, seconds=time.monotonic() - started, directory=gen_dir)
+        _remove_old_builds(root, keep={build, old_build})
+        return RebuildReport(pages=done, seconds=time.monotonic() - started, directory=build_dir)
     finally:
         if old_lock is not None:
             try:
@@ -316,9 +317,9 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
         lock.release()
 
 
-def _build(db, gen_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
-    """Index every live page into a new index in `gen_dir`; returns (pages, queue entry ids seen)."""
-    ix = whoosh_index.create_in(gen_dir, SCHEMA, indexname=INDEX_NAME)
+def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
+    """Index every live page into a new index in `build_dir`; returns (pages, queue entry ids seen)."""
+    ix = whoosh_index.create_in(build_dir, SCHEMA, indexname=INDEX_NAME)
     procs = REBUILD_PROCS if procs is None else procs
     with db.reading() as session:
         total = session.scalar(select(func.count()).select_from(Page).where(Page.deleted_at.is_(None))) or 0
@@ -374,22 +375,22 @@ def _try(acquire, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def _swap(root: str, gen: str) -> None:
+def _swap(root: str, build: str) -> None:
     tmp = os.path.join(root, f".{POINTER}.{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="ascii") as f:
-        f.write(gen + "\n")
+        f.write(build + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(root, POINTER))
 
 
-def _remove_old_generations(root: str, keep: set) -> None:
-    """Remove superseded generations, but keep the one just replaced: other processes may still be reading it."""
+def _remove_old_builds(root: str, keep: set) -> None:
+    """Remove superseded builds, but keep the one just replaced: other processes may still be reading it."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
         if name in keep or name == POINTER or not os.path.isdir(path):
             continue
-        if name.startswith("g-"):
+        if name.startswith(BUILD_PREFIXES):
             shutil.rmtree(path, ignore_errors=True)
     for name in os.listdir(root):
         if name.startswith(f".{POINTER}."):
