@@ -24,6 +24,7 @@ from whoosh.automata.lev import levenshtein_automaton
 from whoosh.support.levenshtein import distance as edit_distance
 
 from kb.access import Viewer
+from kb.kinds import ENDING_STATUSES
 from kb.search.backend import FACET_NAMES, SORTS, Hit, SearchResults, TriedBefore
 from kb.search.query import MAX_TERMS, WORD_RE, ParsedQuery
 from kb.search.query import parse_query as _parse_query
@@ -519,9 +520,6 @@ def suggest(index: SearchIndex, viewer: Viewer, prefix: str | None, limit: int =
     return _run(index, run, [])
 
 
-ENDED = ("ended", "replaced")
-
-
 def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: str | None = None,
                  limit: int = 5) -> TriedBefore:
     """Earlier initiatives (any status, ended ones first) and lessons on the topic of `text` (a title or query)."""
@@ -561,7 +559,7 @@ def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: 
         top = hits[0].score
         hits = [h for h in hits if h.slug != exclude and h.score >= top * 0.25]
         initiatives = [h for h in hits if h.kind == "initiative"]
-        initiatives.sort(key=lambda h: (h.status not in ENDED, -h.score))
+        initiatives.sort(key=lambda h: (h.status not in ENDING_STATUSES, -h.score))
         lessons = [h for h in hits if h.kind == "lesson"]
         return TriedBefore(initiatives[:limit], lessons[:limit])
 
