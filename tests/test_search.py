@@ -848,3 +848,14 @@ def test_only_the_whoosh_backend_imports_whoosh_and_search_has_no_import_circle(
     circles = [m for m in graph if reaches(m, m, set())]
     assert circles == []
 
+
+def test_highlight_escapes_page_text_and_marks_the_matches():
+    from markupsafe import Markup
+
+    from kb.render import highlight
+
+    text = "Compare a < b & \"c\" in the rubric."
+    marked = highlight(text, [(8, 9), (27, 33)])
+    assert isinstance(marked, Markup)
+    assert marked == 'Compare <mark>a</mark> &lt; b &amp; &quot;c&quot; in the <mark>rubric</mark>.'
+    assert highlight("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"

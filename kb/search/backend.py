@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypedDict
 
+from markupsafe import Markup
+
 from kb.search.query import ParsedQuery
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ class Hit:
     slug: str
     title: str
     kind: str
-    snippet: str  # HTML: the page's own text, escaped, with <mark> around the matches
+    snippet: Markup  # the page's own text, escaped, with <mark> around the matches (kb.render.highlight)
     score: float
     status: str = ""
     ended_reason: str = ""

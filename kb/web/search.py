@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from markupsafe import Markup
 
 from kb.web.login import current_viewer
 from kb import search as kb_search
@@ -92,7 +91,7 @@ def results():
         return _search_url(**params)
 
     facet_links = _facet_links(found, filters, url)
-    hits = [{"hit": h, "snippet": Markup(h.snippet)} for h in found.hits]  # escaped by the backend; only <mark> added
+    hits = [{"hit": h, "snippet": h.snippet} for h in found.hits]  # Markup: escaped text with <mark> added
     return render_template(
         "search/results.html", q=q, results=found, hits=hits, filters=filters, sort=sort, url=url,
         facet_links=facet_links, tried=tried, kinds=KINDS,

@@ -7,7 +7,6 @@ corrections never reflect a page the viewer may not read. User input is never ha
 """
 from __future__ import annotations
 
-import html
 import logging
 import math
 import re
@@ -19,12 +18,14 @@ from itertools import chain
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from markupsafe import Markup
 from whoosh.automata.fsa import find_all_matches
 from whoosh.automata.lev import levenshtein_automaton
 from whoosh.support.levenshtein import distance as edit_distance
 
 from kb.access import Viewer
 from kb.kinds import ENDING_STATUSES
+from kb.render import highlight
 from kb.search.backend import FACET_NAMES, SORTS, Hit, SearchResults, TriedBefore
 from kb.search.query import MAX_TERMS, WORD_RE, ParsedQuery
 from kb.search.query import parse_query as _parse_query
@@ -55,7 +56,8 @@ def _term_pattern(terms: frozenset[str], prefixes: tuple[str, ...]) -> re.Patter
     return re.compile(r"(?<!\w)(?:" + alternatives + r")\w*(?:\.\w+)*", re.I)
 
 
-def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS, prefixes: Iterable[str] = ()) -> str | None:
+def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS,
+            prefixes: Iterable[str] = ()) -> Markup | None:
     """The best window of `text` around the query terms, as HTML (escaped, with <mark>); None if no term occurs."""
     prefixes = tuple(sorted(prefixes))
     pattern = _term_pattern(terms, prefixes) if text else None
@@ -90,26 +92,17 @@ def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS, prefix
     if end < len(text):
         sp = text.rfind(" ", lead, end)
         end = sp if sp > spans[best][1] else end
-    out = ["…" if lead > 0 else ""]
-    pos = lead
-    for s, e, _ in spans:
-        if s < pos or e > end:
-            continue
-        out.append(html.escape(text[pos:s]))
-        out.append("<mark>" + html.escape(text[s:e]) + "</mark>")
-        pos = e
-    out.append(html.escape(text[pos:end]))
-    out.append("…" if end < len(text) else "")
-    return "".join(out)
+    marks = [(s - lead, e - lead) for s, e, _ in spans if s >= lead and e <= end]
+    return ("…" if lead > 0 else "") + highlight(text[lead:end], marks) + ("…" if end < len(text) else "")
 
 
-def _plain_snippet(text: str, width: int = SNIPPET_CHARS) -> str:
+def _plain_snippet(text: str, width: int = SNIPPET_CHARS) -> Markup:
     text = text or ""
     cut = _cut(text, width)
-    return html.escape(cut) + ("…" if len(cut) < len(text) else "")
+    return highlight(cut) + ("…" if len(cut) < len(text) else "")
 
 
-def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterable[str] = ()) -> str:
+def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterable[str] = ()) -> Markup:
     """HTML snippet for one hit: a window of the body excerpt or the fields around the query terms."""
     for key in ("excerpt", "field_excerpt"):
         found = snippet(stored.get(key) or "", terms, prefixes=prefixes)
