@@ -142,7 +142,7 @@ def reindex_command():
     """Rebuild the search index from the database into a new directory, then swap it in."""
     app = current_app._get_current_object()
     instance.prepare_database(app)
-    count = search.rebuild_app_index(app, progress=Progress())
+    count = search.backend_for(app).rebuild(progress=Progress())
     click.echo(f"Reindexed {count} pages.")
 
 
@@ -153,7 +153,10 @@ def check_command(repair: bool):
     """Compare the database and the search index; report drift (and repair it with --repair)."""
     app = current_app._get_current_object()
     instance.prepare_database(app)
-    report = search.check_app_index(app, repair=repair)
+    backend = search.backend_for(app)
+    report = backend.check()
+    if repair and not report.ok:
+        report = backend.repair(report)
     click.echo(report.describe())
     if report.drift and not repair:
         sys.exit(1)

@@ -245,3 +245,19 @@ def plain_text(text: str) -> str:
     # Block boundaries become spaces so words of adjacent paragraphs/cells do not run together.
     body = _TAG.sub(lambda m: " " if m.group(2).lower() in _BLOCK_TAGS else "", body)
     return _SPACES.sub(" ", html.unescape(body)).strip()
+
+
+def highlight(text: str, spans: Iterable[tuple[int, int]] = ()) -> Markup:
+    """Plain text as HTML, for search snippets: escaped, with <mark> around each (start, end) span of `text` that
+    matched the query. Spans come in order; one that overlaps the one before or runs past the text is left out."""
+    from markupsafe import Markup
+
+    out, pos = [], 0
+    for start, end in spans:
+        if start < pos or end > len(text):
+            continue
+        out.append(html.escape(text[pos:start]))
+        out.append("<mark>" + html.escape(text[start:end]) + "</mark>")
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return Markup("".join(out))

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from kb import create_app, instance, search
+from kb import create_app, instance
+from kb.search import whoosh as search
 from kb.access import Viewer
 from kb.db import Database
 from kb.models import IndexQueueEntry, Page
@@ -278,7 +279,7 @@ def test_worker_indexes_a_save_within_two_seconds_once_the_lock_is_free(db, inde
 
 SAVER = textwrap.dedent("""
     import sys
-    from kb import search
+    from kb.search import whoosh as search
     from kb.db import Database
     from kb.models import IndexQueueEntry, Page
     url, data_dir, prefix, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -328,13 +329,13 @@ def test_check_reports_drift_and_repair_fixes_it(db, index):
 
 def test_rebuild_swaps_in_a_new_directory(db, index, tmp_path):
     indexed(db, index, {"title": "First", "body": "tenure"})
-    old = index.current_generation()
+    old = index.current_build()
     report = search.rebuild(db, str(tmp_path))
-    assert report.pages == 1 and index.current_generation() != old
+    assert report.pages == 1 and index.current_build() != old
     assert slugs(search.search(index, READER, "tenure")) == ["first"]
     search.rebuild(db, str(tmp_path))
-    generations = [n for n in os.listdir(tmp_path / "index") if n.startswith("g-")]
-    assert len(generations) == 2  # the current one and the one just replaced (another process may read it)
+    builds = [n for n in os.listdir(tmp_path / "index") if n.startswith("b-")]
+    assert len(builds) == 2  # the current one and the one just replaced (another process may read it)
 
 
 # --- Through the app: start-up repair, the CLI, HTTP ------------------------------------------------------------
@@ -369,9 +370,9 @@ def test_deleted_index_directory_comes_back_with_check_repair(app, make_page, ru
 def test_damaged_index_at_start_up_is_rebuilt(app, make_page):
     make_page("Induction routine", body="Every August the cohort meets.")
     root = os.path.join(app.config["DATA_DIR"], "index")
-    gen_dir = os.path.join(root, search.SearchIndex(root).current_generation())
-    for name in os.listdir(gen_dir):
-        with open(os.path.join(gen_dir, name), "wb") as f:
+    build_dir = os.path.join(root, search.SearchIndex(root).current_build())
+    for name in os.listdir(build_dir):
+        with open(os.path.join(build_dir, name), "wb") as f:
             f.write(b"\x00garbage\xff" * 100)
     again = _restart(app)
     try:
@@ -489,7 +490,7 @@ def test_under_the_server_a_save_returns_before_indexing_and_is_findable_within_
     """With the per-process index worker on (as under kb serve), kick() only wakes it; the worker indexes."""
     import time
 
-    from kb import search as kb_search
+    from kb.search import whoosh as kb_search
     from kb.access import Viewer
 
     token = runner.invoke(args=["token", "create", "contributor"]).output.strip()
@@ -499,7 +500,7 @@ def test_under_the_server_a_save_returns_before_indexing_and_is_findable_within_
         r = client.put("/api/pages/quokka-routine", json={"title": "Quokka routine", "body": "zebrafinch notes"},
                        headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 201
-        worker = app.extensions.get("kb_search_worker")
+        worker = app.extensions["kb_search"].worker
         assert worker is not None and worker.alive()
         deadline = time.monotonic() + 2
         viewer = Viewer(None, "contributor", "contributor", anonymous_read=True)
@@ -508,19 +509,19 @@ def test_under_the_server_a_save_returns_before_indexing_and_is_findable_within_
             time.sleep(0.02)
     finally:
         app.config.update(SEARCH_WORKER=False, SEARCH_BACKGROUND=False)
-        worker = app.extensions.get("kb_search_worker")
+        worker = app.extensions["kb_search"].worker
         if worker is not None:
             worker.stop()
 
 
 # --- The column files beside each segment -----------------------------------------------------------------------
 
-from kb.search import columns  # noqa: E402
+from kb.search.whoosh import columns  # noqa: E402
 
 
 def _column_files(ix) -> dict[str, str]:
-    """Segment id -> column file path, for the segments of the current generation."""
-    folder = ix.generation_dir(ix.current_generation())
+    """Segment id -> column file path, for the segments of the current build."""
+    folder = ix.build_dir(ix.current_build())
     return {seg.segment_id(): os.path.join(folder, columns.file_name(seg.segment_id()))
             for seg in ix.open()._segments()}
 
@@ -607,8 +608,8 @@ def test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes(db, 
     merged = _column_files(index)
     assert all(os.path.exists(p) for p in merged.values())
     assert search.search(index, READER, "mentoring").total == search.MERGE_AT + 2
-    columns.remove_unused(index.generation_dir(index.current_generation()), merged)
-    folder = index.generation_dir(index.current_generation())
+    columns.remove_unused(index.build_dir(index.current_build()), merged)
+    folder = index.build_dir(index.current_build())
     assert sorted(n for n in os.listdir(folder) if n.startswith(columns.PREFIX)) == \
         sorted(os.path.basename(p) for p in merged.values())
 
@@ -646,3 +647,215 @@ def test_missing_or_damaged_column_file_is_rebuilt_not_a_crash(db, district, dam
 def _doc_count(ix, path: str) -> int:
     segment_id = os.path.basename(path)[len(columns.PREFIX):-len(columns.SUFFIX)]
     return next(seg.doc_count_all() for seg in ix.open()._segments() if seg.segment_id() == segment_id)
+
+
+# --- Threads: one process answers several queries at once -------------------------------------------------------
+
+def test_a_query_blocked_inside_scoring_does_not_hold_up_other_queries_or_saves(db, district, monkeypatch, caplog):
+    import threading
+
+    from kb.search.whoosh import queries
+
+    entered, release = threading.Event(), threading.Event()
+    original = queries._scores
+
+    def scores(view, parsed):
+        if "rubric" in parsed.words:
+            entered.set()
+            assert release.wait(10)
+        return original(view, parsed)
+
+    monkeypatch.setattr(queries, "_scores", scores)
+    slow: list = []
+    first = threading.Thread(target=lambda: slow.append(search.search(district, READER, "rubrics")))
+    first.start()
+    try:
+        assert entered.wait(10)
+        # While it waits: a save replaces a segment the blocked query reads, and other queries are answered.
+        with db.writing() as s:
+            page = s.scalar(select(Page).where(Page.slug == "scoring-writing-together"))
+            page.body, page.revision = "Teachers score writing samples together each autumn.", 2
+            s.add(IndexQueueEntry(page_id=page.id))
+        assert search.process_queue(db, district) == 1
+        other: list = []
+        second = threading.Thread(target=lambda: other.append(search.search(district, READER, "autumn")))
+        second.start()
+        second.join(10)
+        assert not second.is_alive() and slugs(other[0]) == ["scoring-writing-together"]
+        assert first.is_alive()  # still inside scoring
+    finally:
+        release.set()
+        first.join(10)
+    assert slugs(slow[0]) == ["writing-assessment"] and "<mark>rubrics</mark>" in slow[0].hits[0].snippet
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]  # no failed read, no retry
+
+
+# --- Whoosh's private internals: one test for each thing kb.search.whoosh.internals relies on -----------------
+
+from kb.search.whoosh import internals  # noqa: E402
+
+
+def test_whoosh_length_shortcuts_answer_as_whoosh_does(db, district):
+    from whoosh.codec import whoosh3
+
+    original = whoosh3.W3PerDocReader.doc_field_length.kb_original
+    indexed(db, district, {"title": "Lengths", "body": "one two three " * 50, "tags": ["x"]})
+    view = district.view()
+    for leaf, _, seg in view.leaves:
+        perdoc = internals.per_document_reader(leaf)
+        for fieldname in search.SCHEMA.names():
+            for d in range(seg.n):
+                assert perdoc.doc_field_length(d, fieldname, 0) == original(perdoc, d, fieldname, 0)
+        for fieldname in columns.LENGTH_FIELDS:
+            raw = internals.raw_lengths(perdoc, fieldname)  # None: no document of the segment has the field
+            decoded = [internals.WHOOSH_LENGTHS[b] or 0 for b in raw] if raw is not None else [0] * seg.n
+            assert decoded == [original(perdoc, d, fieldname, 0) for d in range(seg.n)]
+        assert internals.raw_lengths(perdoc, "kind") is None  # an ID field keeps no lengths
+
+
+def test_compound_segment_files_are_read_from_the_map_without_a_copy():
+    from whoosh.filedb.structfile import BufferFile
+
+    data = bytes(range(256)) * 4
+    mapped = BufferFile(memoryview(data))
+    assert isinstance(mapped.file, internals.MappedFile)
+    assert mapped.get(10, 5) == data[10:15]
+    mapped.seek(1000)
+    assert mapped.read(10) == data[1000:1010]
+    assert BufferFile(b"plain bytes").read(5) == b"plain"  # anything else is read as Whoosh always did
+
+
+def test_a_save_reopens_only_the_segment_readers_it_changed(db, district):
+    indexed(db, district, {"title": "Steady", "body": "A segment of its own, left alone."})
+    before = district.view()
+    with db.writing() as s:
+        page = s.scalar(select(Page).where(Page.slug == "scoring-writing-together"))
+        page.revision = 2
+        s.add(IndexQueueEntry(page_id=page.id))
+    add_pages(db, {"title": "Another", "body": "new segment"})
+    assert search.process_queue(db, district) == 2
+    after = district.view()
+    assert after is not before
+    now = {id(leaf) for leaf, _, _ in after.leaves}
+    kept = [leaf for leaf, _, _ in before.leaves if id(leaf) in now]
+    dropped = [leaf for leaf, _, _ in before.leaves if id(leaf) not in now]
+    assert len(kept) == 1 and len(dropped) == 1  # the segment with a deletion now is read afresh
+    assert dropped[0].is_closed and not any(leaf.is_closed for leaf, _, _ in after.leaves)
+    assert search.search(district, READER, "scoring").total == 1
+
+
+def test_reading_postings_a_block_at_a_time_agrees_with_the_matcher(db, district):
+    with db.writing() as s:  # a deletion, so that a segment's postings come wrapped in a filter
+        page = s.scalar(select(Page).where(Page.slug == "new-writing-assessment"))
+        page.revision = 2
+        s.add(IndexQueueEntry(page_id=page.id))
+    assert search.process_queue(db, district) == 1
+    view = district.view()
+    assert any(leaf.has_deletions() for leaf, _, _ in view.leaves)
+    for leaf, _, _ in view.leaves:
+        for fieldname in ("title", "body", "kind", "id"):
+            positional = fieldname in columns.POSITION_FIELDS
+            for term in leaf.lexicon(fieldname):
+                ids, weights, values = internals.read_postings(leaf, fieldname, term, values=True)
+                live = [k for k, d in enumerate(ids) if not leaf.is_deleted(d)]
+                m = leaf.postings(fieldname, term)
+                expected = []
+                while m.is_active():
+                    expected.append((m.id(), m.weight(), list(m.value_as("positions")) if positional else None))
+                    m.next()
+                got = [(ids[k], weights[k], internals.decode_positions(values[k]) if positional else None)
+                       for k in live]
+                assert got == expected
+
+
+def test_an_index_built_under_the_old_directory_name_is_read_and_later_removed(db, index, tmp_path):
+    indexed(db, index, {"title": "Old layout", "body": "superintendent"})
+    root = tmp_path / "index"
+    current = index.current_build()
+    old_name = "g-" + current[len("b-"):]
+    index.close()
+    os.rename(root / current, root / old_name)
+    (root / search.POINTER).write_text(old_name + "\n")
+    fresh = search.open_index(str(tmp_path))
+    try:
+        assert slugs(search.search(fresh, READER, "superintendent")) == ["old-layout"]
+        search.rebuild(db, str(tmp_path))
+        search.rebuild(db, str(tmp_path))
+        assert not [n for n in os.listdir(root) if n.startswith("g-")]
+        assert slugs(search.search(fresh, READER, "superintendent")) == ["old-layout"]
+    finally:
+        fresh.close()
+
+
+# --- The interface: the app searches through its backend, and only the backend knows Whoosh ------------------
+
+def test_the_app_keeps_its_backend_current_and_answers_through_it(app):
+    from kb import search as kb_search
+    from kb.search.backend import SearchBackend
+
+    backend: SearchBackend = kb_search.backend_for(app)
+    reader = viewer_for(app, "reader")
+    with app.extensions["kb_db"].writing() as s:
+        page = Page(slug="cadre-routine", title="Cadre routine", kind="routine", body="The cadre meets monthly.",
+                    revision=1)
+        s.add(page)
+        s.flush()
+        backend.page_saved(s, page)
+    assert backend.flush() >= 1
+    found = backend.query(reader, "cadre", {"kind": "routine"}, limit=5)
+    assert slugs(found) == ["cadre-routine"] and "<mark>cadre</mark>" in found.hits[0].snippet
+    assert [s["slug"] for s in backend.suggest(reader, "cadr")] == ["cadre-routine"]
+    assert backend.check().ok and backend.ready()
+    with app.extensions["kb_db"].writing() as s:
+        page = s.scalar(select(Page).where(Page.slug == "cadre-routine"))
+        page.deleted_at = datetime(2024, 1, 1)
+        backend.page_deleted(s, page)
+    backend.flush()
+    assert backend.query(reader, "cadre").total == 0
+    assert backend.rebuild() == backend.check().pages
+
+
+def test_only_the_whoosh_backend_imports_whoosh_and_search_has_no_import_circle():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "kb"
+    paths = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+    imports: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # "from package import module" depends on the module, not on everything the package holds
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in paths else node.module
+                          for a in node.names}
+        imports[name] = found
+    outside = [m for m, found in imports.items() if not m.startswith("kb.search.whoosh")
+               and any(i == "whoosh" or i.startswith("whoosh.") for i in found)]
+    assert outside == []
+    graph = {m: {i for i in found if i in imports and i != m} for m, found in imports.items()
+             if m.startswith("kb.search")}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    circles = [m for m in graph if reaches(m, m, set())]
+    assert circles == []
+
+
+def test_highlight_escapes_page_text_and_marks_the_matches():
+    from markupsafe import Markup
+
+    from kb.render import highlight
+
+    text = "Compare a < b & \"c\" in the rubric."
+    marked = highlight(text, [(8, 9), (27, 33)])
+    assert isinstance(marked, Markup)
+    assert marked == 'Compare <mark>a</mark> &lt; b &amp; &quot;c&quot; in the <mark>rubric</mark>.'
+    assert highlight("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"

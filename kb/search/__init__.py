@@ -1,41 +1,86 @@
-"""Full-text search: the Whoosh index, kept true to the database, and the queries people run against it.
+"""Full-text search behind one small interface.
 
-The database is the truth; the index under `DATA_DIR/index` is derived and can be thrown away at any time.
+* `backend`: the `SearchBackend` protocol every search engine implements (query, suggest, tried_before; page_saved,
+  page_deleted, page_renamed; kick, flush; rebuild, check, repair, repair_at_start), and the answers it gives
+  (`SearchResults`, `Hit`, `Suggestion`, `TriedBefore`, `CheckReport`).
+* `query`: reading what people type (`parse_query`), the same for every backend.
+* `whoosh`: the embedded engine and today's only one, a Whoosh index in `DATA_DIR/index` kept current through the
+  database's index queue. Nothing outside it imports Whoosh.
 
-* `documents`: the schema and the index document of a page.
-* `columns`: compact arrays written beside each Whoosh segment (postings, positions, lengths, facet values), which
-  the query engine reads through memory maps instead of decoding Whoosh's pickled posting blocks.
-* `engine`: the index as one process sees it (`SearchIndex`, the current generation, a warm `_View`) and the
-  vectorised document sets and scores.
-* `queries`: `search` (words, "phrases", -exclusions, `kind:` `tag:` `status:` `year:` filters, facets, snippets,
-  "did you mean"), `suggest` (titles, for search as you type) and `tried_before` (earlier initiatives and
-  lessons on a topic).
-* `maintenance`: the index queue and its worker, full rebuilds, `check` and `repair`, start-up repair.
+The app holds one backend: `init_app(app)` binds it as `app.extensions["kb_search"]` and `backend_for(app)` returns
+it; views, commands and start-up call its methods. `kick(app)` runs after a commit that changed pages, and decides
+from the settings whether the index is brought up to date now or by the background worker.
 
-Visibility is applied before anything is counted: every document set is intersected with the set of documents the
-viewer may read (decided by kb.access.can_read), so results, totals, facet counts, snippets, suggestions and
-corrections never reflect a page the viewer may not read.
+Visibility is applied inside the backend, before anything is counted (kb.access decides), so results, totals,
+facet counts, snippets, suggestions and corrections never reflect a page the viewer may not read.
 """
-from kb.search.documents import (BOOSTS, EXCERPT_CHARS, FACET_NAMES, SCHEMA, STEM, TEXT_FIELDS, analyse,
-                                 analyse_word, document_for, page_stamp, strip_markdown)
-from kb.search.engine import (INDEX_NAME, POINTER, IndexDamaged, IndexMissing, IndexUnavailable, SearchIndex,
-                              open_index)
-from kb.search.maintenance import (MAX_SEGMENTS, MERGE_AT, QUEUE_BATCH, REBUILD_PROCS, SYNC_REBUILD_LIMIT,
-                                   CheckReport, RebuildReport, Worker, add_to_index, check, check_app_index,
-                                   ensure_index, index_for, init_app, kick, merge_segments, process_queue,
-                                   queue_length, rebuild, rebuild_app_index, remove_from_index, repair,
-                                   repair_at_start)
-from kb.search.queries import (MAX_QUERY_CHARS, MAX_TERMS, PHRASE_BUDGET, PHRASE_EXACT, SORTS, Hit, ParsedQuery,
-                               SearchResults, TriedBefore, parse_query, parse_year, search, snippet, snippet_for,
-                               suggest, tried_before)
+from __future__ import annotations
+
+import logging
+
+from kb.search.backend import (FACET_NAMES, FILTERS, SORTS, CheckReport, Hit, SearchBackend, SearchResults,
+                               SearchUnavailable, Suggestion, TriedBefore)
+from kb.search.query import MAX_QUERY_CHARS, ParsedQuery, parse_query, parse_year
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "kb_search"
+
+
+def init_app(app) -> None:
+    """Bind the search backend to the app (it opens nothing yet) and start its background work on the first
+    request. Settings (kb.config): SEARCH_BACKGROUND, SEARCH_WORKER, SEARCH_SYNC_REBUILD_LIMIT."""
+    from kb.search.whoosh import WhooshBackend
+
+    app.extensions[EXTENSION] = WhooshBackend(app.extensions["kb_db"], app.config["DATA_DIR"],
+                                              sync_rebuild_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
+    app.before_request(lambda: _start_background(app))
+
+
+def backend_for(app) -> SearchBackend:
+    """The app's search backend."""
+    return app.extensions[EXTENSION]
+
+
+def _background_allowed(app) -> bool:
+    worker = app.config.get("SEARCH_WORKER")
+    return bool(app.config.get("SEARCH_BACKGROUND", True) and (True if worker is None else worker))
+
+
+def _start_background(app) -> None:
+    if _background_allowed(app):
+        backend_for(app).start_background()
+
+
+def kick(app, background: bool | None = None) -> None:
+    """Called after a commit that changed pages; never raises.
+
+    Where this process runs background work (a server), the backend is only woken and brings the index up to date
+    right after the response, so saving does not wait for the index; otherwise (tests, commands) the work is done
+    here (`flush`).
+    """
+    backend = backend_for(app)
+    if background is None:
+        worker = app.config.get("SEARCH_WORKER")
+        background = bool(not app.testing if worker is None else worker)
+    if background and not _background_allowed(app):
+        background = False  # nobody else would do it
+    if not background:
+        backend.flush()
+    try:
+        _start_background(app)
+        backend.kick()
+    except Exception:
+        log.exception("could not wake the search index worker")
+
+
+def repair_at_start(app) -> str:
+    """Before serving: make a missing or damaged index usable (see SearchBackend.repair_at_start)."""
+    return backend_for(app).repair_at_start()
+
 
 __all__ = [
-    "SCHEMA", "SearchIndex", "open_index", "index_for", "document_for", "strip_markdown", "parse_query",
-    "ParsedQuery", "search", "SearchResults", "Hit", "suggest", "tried_before", "TriedBefore", "snippet",
-    "add_to_index", "remove_from_index", "process_queue", "queue_length", "rebuild", "RebuildReport", "check",
-    "repair", "CheckReport", "ensure_index", "Worker", "init_app", "kick", "IndexUnavailable", "rebuild_app_index",
-    "check_app_index", "repair_at_start", "parse_year", "SORTS", "FACET_NAMES", "BOOSTS", "EXCERPT_CHARS", "STEM", "TEXT_FIELDS",
-    "analyse", "analyse_word", "page_stamp", "INDEX_NAME", "POINTER", "IndexDamaged", "IndexMissing", "MAX_SEGMENTS",
-    "MERGE_AT", "QUEUE_BATCH", "REBUILD_PROCS", "SYNC_REBUILD_LIMIT", "merge_segments", "MAX_QUERY_CHARS",
-    "MAX_TERMS", "PHRASE_BUDGET", "PHRASE_EXACT", "snippet_for",
+    "FACET_NAMES", "FILTERS", "MAX_QUERY_CHARS", "SORTS", "CheckReport", "Hit", "ParsedQuery", "SearchBackend",
+    "SearchResults", "SearchUnavailable", "Suggestion", "TriedBefore", "backend_for", "init_app", "kick",
+    "parse_query", "parse_year", "repair_at_start",
 ]

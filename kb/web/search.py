@@ -1,6 +1,7 @@
 """Search over HTTP: the results page, the JSON search API, title suggestions and "tried before".
 
-Thin on purpose: every view reads its parameters, asks `kb.search` (which applies visibility), and renders.
+Thin on purpose: every view reads its parameters, asks the app's search backend (which applies visibility), and
+renders.
 """
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from markupsafe import Markup
 
 from kb.web.login import current_viewer
 from kb import search as kb_search
@@ -19,7 +19,6 @@ bp = Blueprint("search", __name__)
 PER_PAGE = 10
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
-FILTERS = ("kind", "tag", "status", "year")
 
 
 class BadParameter(ValueError):
@@ -28,8 +27,8 @@ class BadParameter(ValueError):
         self.name, self.problem = name, problem
 
 
-def _index() -> kb_search.SearchIndex:
-    return kb_search.index_for(current_app)
+def _backend() -> kb_search.SearchBackend:
+    return kb_search.backend_for(current_app)
 
 
 def _int(name: str, default: int, low: int, high: int) -> int:
@@ -50,7 +49,7 @@ def _text(name: str, limit: int = 200) -> str:
 
 
 def _filters() -> dict[str, str]:
-    out = {name: _text(name) for name in FILTERS}
+    out = {name: _text(name) for name in kb_search.FILTERS}
     if out["year"] and kb_search.parse_year(out["year"]) is None:
         raise BadParameter("year", "write a year (2003) or a range (2001-2004)")
     return {k: v for k, v in out.items() if v}
@@ -80,11 +79,11 @@ def results():
     sort = request.args.get("sort", "relevance")
     sort = sort if sort in kb_search.SORTS else "relevance"
     viewer = current_viewer()
-    index = _index()
-    found = kb_search.search(index, viewer, q, sort=sort, page=page, per_page=PER_PAGE, **filters)
+    backend = _backend()
+    found = backend.query(viewer, q, filters, sort=sort, limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
     tried = kb_search.TriedBefore()
     if found.query.has_terms and found.query.kinds in ([], ["initiative"], ["lesson"]):
-        tried = kb_search.tried_before(index, viewer, found.query.text)
+        tried = backend.tried_before(viewer, found.query.text)
     current = {"q": q, "sort": sort if sort != "relevance" else None, **filters}
 
     def url(**changes: Any) -> str:
@@ -92,7 +91,7 @@ def results():
         return _search_url(**params)
 
     facet_links = _facet_links(found, filters, url)
-    hits = [{"hit": h, "snippet": Markup(h.snippet)} for h in found.hits]  # escaped by kb.search; only <mark> added
+    hits = [{"hit": h, "snippet": h.snippet} for h in found.hits]  # Markup: escaped text with <mark> added
     return render_template(
         "search/results.html", q=q, results=found, hits=hits, filters=filters, sort=sort, url=url,
         facet_links=facet_links, tried=tried, kinds=KINDS,
@@ -132,8 +131,8 @@ def api_search():
     sort = request.args.get("sort", "relevance")
     if sort not in kb_search.SORTS:
         return _api_error("Bad parameter sort", {"sort": f"choose one of {', '.join(kb_search.SORTS)}"})
-    found = kb_search.search(_index(), current_viewer(), _text("q", kb_search.MAX_QUERY_CHARS * 10),
-                             sort=sort, per_page=limit, offset=offset, **filters)
+    found = _backend().query(current_viewer(), _text("q", kb_search.MAX_QUERY_CHARS * 10), filters,
+                             sort=sort, limit=limit, offset=offset)
     return jsonify(found.as_json())
 
 
@@ -143,11 +142,11 @@ def api_suggest():
         limit = _int("limit", 8, 1, 20)
     except BadParameter as e:
         return _api_error(f"Bad parameter {e.name}", {e.name: e.problem})
-    return jsonify({"suggestions": kb_search.suggest(_index(), current_viewer(), _text("q"), limit=limit)})
+    return jsonify({"suggestions": _backend().suggest(current_viewer(), _text("q"), limit=limit)})
 
 
 @bp.get("/api/tried-before")
 def api_tried_before():
     title = _text("title", 300) or _text("q", 300)
-    found = kb_search.tried_before(_index(), current_viewer(), title, exclude=_text("exclude") or None)
+    found = _backend().tried_before(current_viewer(), title, exclude=_text("exclude") or None)
     return jsonify(found.as_json())

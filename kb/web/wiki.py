@@ -205,11 +205,10 @@ def _save(page, kind_name: str):
             return _editor(kind_name, page=page, state=state, errors=e.errors, base_revision=base, comment=comment,
                            status=422, blanks=blanks)
         neighbours = None
-        if hasattr(search, "tried_before") and hasattr(search, "index_for"):
-            try:
-                neighbours = search.tried_before(search.index_for(current_app), viewer, clean.title, exclude=page.slug)
-            except Exception:  # the review is still useful without its search part
-                current_app.logger.warning("tried-before lookup failed for %s", page.slug, exc_info=True)
+        try:
+            neighbours = search.backend_for(current_app).tried_before(viewer, clean.title, exclude=page.slug)
+        except Exception:  # the review is still useful without its search part
+            current_app.logger.warning("tried-before lookup failed for %s", page.slug, exc_info=True)
         ending = before_ending(s, viewer, page, clean, neighbours)
         return _editor(kind_name, page=page, state=state, base_revision=base, comment=comment, blanks=blanks,
                        ending=ending)
@@ -326,6 +325,6 @@ def healthz():
         db_ok = True
     except Exception:
         db_ok = False
-    index_ok = search.index_for(current_app).exists()
+    index_ok = search.backend_for(current_app).ready()
     status = 200 if db_ok else 503
     return jsonify({"status": "ok" if db_ok else "error", "database": db_ok, "search_index": index_ok}), status

@@ -1,146 +1,41 @@
-"""Queries: reading what people type, snippets, and the searches themselves (search, suggest, tried before).
+"""Queries over the Whoosh index: snippets, and the searches themselves (search, suggest, tried before).
 
 Visibility is applied before anything is counted: every document set starts from the documents the viewer may
 read (`_View.visible`, which asks kb.access.can_read), so results, totals, facet counts, snippets, suggestions and
-corrections never reflect a page the viewer may not read. User input is never handed to Whoosh's query parser;
-`parse_query` reads it and any text gets an answer.
+corrections never reflect a page the viewer may not read. User input is never handed to Whoosh's query parser:
+`kb.search.query.parse_query` reads it (with this index's analyser) and any text gets an answer.
 """
 from __future__ import annotations
 
-import html
 import logging
 import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from itertools import chain
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from markupsafe import Markup
 from whoosh.automata.fsa import find_all_matches
 from whoosh.automata.lev import levenshtein_automaton
 from whoosh.support.levenshtein import distance as edit_distance
 
 from kb.access import Viewer
-from kb.search.documents import FACET_NAMES, TOP_TAGS, WORD_RE, _cut, analyse, analyse_word
-from kb.search.engine import IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage, _View
+from kb.kinds import ENDING_STATUSES
+from kb.render import highlight
+from kb.search.backend import FACET_NAMES, SORTS, Hit, SearchResults, TriedBefore
+from kb.search.query import MAX_TERMS, WORD_RE, ParsedQuery
+from kb.search.query import parse_query as _parse_query
+from kb.search.whoosh.documents import TOP_TAGS, _cut, analyse, analyse_word
+from kb.search.whoosh.engine import IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage, _View
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading what people type
-
-MAX_QUERY_CHARS = 1000
-MAX_TERMS = 24
-FILTER_RE = re.compile(r"^(kind|tag|status|year|type):(.*)$", re.I)
-YEAR_RE = re.compile(r"^\s*(\d{1,4})\s*(?:(?:-|–|\.\.)\s*(\d{1,4}))?\s*$")
-TOKEN_RE = re.compile(r'(-?)(?:"([^"]*)"|(\S+))')
-
-@dataclass
-class ParsedQuery:
-    """What a search box query asks for. `words` are index terms (stemmed); `typed` the words as typed."""
-
-    words: list[str] = field(default_factory=list)
-    typed: list[str] = field(default_factory=list)
-    phrases: list[tuple[str, ...]] = field(default_factory=list)
-    prefixes: list[str] = field(default_factory=list)
-    excluded: list[tuple[str, ...]] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    statuses: list[str] = field(default_factory=list)
-    years: list[tuple[int, int]] = field(default_factory=list)
-    text: str = ""  # the query without its filters, as typed
-
-    @property
-    def has_terms(self) -> bool:
-        return bool(self.words or self.phrases or self.prefixes)
-
-    @property
-    def has_filters(self) -> bool:
-        return bool(self.kinds or self.tags or self.statuses or self.years)
-
-    def highlight_terms(self) -> frozenset[str]:
-        return frozenset(chain(self.words, chain.from_iterable(self.phrases)))
-
-
-def parse_year(value: str) -> tuple[int, int] | None:
-    """'2003' -> (2003, 2003); '2001-2004' -> (2001, 2004); anything else -> None."""
-    m = YEAR_RE.match(value or "")
-    if not m:
-        return None
-    low = int(m.group(1))
-    high = int(m.group(2)) if m.group(2) else low
-    if low > high:
-        low, high = high, low
-    return (low, high) if high - low <= 3000 else None
-
-
-def _add_filter(parsed: ParsedQuery, key: str, value: str) -> bool:
-    key = key.lower()
-    value = value.strip().strip("\"'").strip()
-    if not value:
-        return False
-    if key in ("kind", "type"):
-        parsed.kinds.append(value.lower())
-    elif key == "tag":
-        parsed.tags.append(value.lower())
-    elif key == "status":
-        parsed.statuses.append(value.lower())
-    elif key == "year":
-        years = parse_year(value)
-        if years is None:
-            return False
-        parsed.years.append(years)
-    return True
-
-
-def parse_query(text: str | None, kind: str | None = None, tag: str | None = None, status: str | None = None,
-                year: str | None = None) -> ParsedQuery:
-    """Read a search box query (plus filters given as parameters). Never fails: odd syntax becomes plain words."""
-    parsed = ParsedQuery()
-    text = (text or "")[:MAX_QUERY_CHARS]
-    if text.count('"') % 2:
-        text = text.replace('"', " ")  # an unbalanced quote: read everything as plain words
-    kept: list[str] = []
-    for m in TOKEN_RE.finditer(text):
-        negative, phrase, bare = m.group(1) == "-", m.group(2), m.group(3)
-        if bare is not None:
-            fm = FILTER_RE.match(bare)
-            if fm and not negative and _add_filter(parsed, fm.group(1), fm.group(2)):
-                continue
-            kept.append(m.group(0))
-            if bare.endswith("*") and not negative:
-                stem = bare.rstrip("*").lower()
-                if len(stem) >= 2 and WORD_RE.fullmatch(stem):
-                    if len(parsed.prefixes) < 4:
-                        parsed.prefixes.append(stem)
-                    continue
-            tokens = WORD_RE.findall(bare)
-        else:
-            kept.append(m.group(0))
-            tokens = WORD_RE.findall(phrase)
-        terms = tuple(t for t in (analyse_word(w) for w in tokens) if t)
-        if not terms:
-            continue
-        if negative:
-            parsed.excluded.append(terms)
-        elif phrase is not None or len(terms) > 1:
-            parsed.phrases.append(terms)
-        else:
-            parsed.words.append(terms[0])
-            parsed.typed.append(tokens[0] if len(tokens) == 1 else terms[0])
-    for key, value in (("kind", kind), ("tag", tag), ("status", status), ("year", year)):
-        if value:
-            _add_filter(parsed, key, str(value)[:200])
-    # Keep the query small: a 10,000-word paste is still answered, from its first words.
-    parsed.words = list(dict.fromkeys(parsed.words))[:MAX_TERMS]
-    parsed.typed = parsed.typed[:MAX_TERMS]
-    parsed.phrases = [p[:MAX_TERMS] for p in dict.fromkeys(parsed.phrases)][:8]
-    parsed.excluded = parsed.excluded[:MAX_TERMS]
-    parsed.text = " ".join(kept)
-    return parsed
+# What people type, read with this index's analyser (lower case, Porter stems, no stop words).
+parse_query = partial(_parse_query, analyse_word=analyse_word)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,7 +56,8 @@ def _term_pattern(terms: frozenset[str], prefixes: tuple[str, ...]) -> re.Patter
     return re.compile(r"(?<!\w)(?:" + alternatives + r")\w*(?:\.\w+)*", re.I)
 
 
-def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS, prefixes: Iterable[str] = ()) -> str | None:
+def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS,
+            prefixes: Iterable[str] = ()) -> Markup | None:
     """The best window of `text` around the query terms, as HTML (escaped, with <mark>); None if no term occurs."""
     prefixes = tuple(sorted(prefixes))
     pattern = _term_pattern(terms, prefixes) if text else None
@@ -196,26 +92,17 @@ def snippet(text: str, terms: frozenset[str], width: int = SNIPPET_CHARS, prefix
     if end < len(text):
         sp = text.rfind(" ", lead, end)
         end = sp if sp > spans[best][1] else end
-    out = ["…" if lead > 0 else ""]
-    pos = lead
-    for s, e, _ in spans:
-        if s < pos or e > end:
-            continue
-        out.append(html.escape(text[pos:s]))
-        out.append("<mark>" + html.escape(text[s:e]) + "</mark>")
-        pos = e
-    out.append(html.escape(text[pos:end]))
-    out.append("…" if end < len(text) else "")
-    return "".join(out)
+    marks = [(s - lead, e - lead) for s, e, _ in spans if s >= lead and e <= end]
+    return ("…" if lead > 0 else "") + highlight(text[lead:end], marks) + ("…" if end < len(text) else "")
 
 
-def _plain_snippet(text: str, width: int = SNIPPET_CHARS) -> str:
+def _plain_snippet(text: str, width: int = SNIPPET_CHARS) -> Markup:
     text = text or ""
     cut = _cut(text, width)
-    return html.escape(cut) + ("…" if len(cut) < len(text) else "")
+    return highlight(cut) + ("…" if len(cut) < len(text) else "")
 
 
-def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterable[str] = ()) -> str:
+def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterable[str] = ()) -> Markup:
     """HTML snippet for one hit: a window of the body excerpt or the fields around the query terms."""
     for key in ("excerpt", "field_excerpt"):
         found = snippet(stored.get(key) or "", terms, prefixes=prefixes)
@@ -227,51 +114,6 @@ def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterabl
 
 # ---------------------------------------------------------------------------------------------------------------
 # Searching
-
-@dataclass
-class Hit:
-    slug: str
-    title: str
-    kind: str
-    snippet: str  # HTML: escaped text with <mark> around matches
-    score: float
-    status: str = ""
-    ended_reason: str = ""
-    tags: list[str] = field(default_factory=list)
-    updated: int = 0
-    period: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {"slug": self.slug, "title": self.title, "kind": self.kind, "snippet": self.snippet,
-                "score": round(self.score, 4)}
-
-
-@dataclass
-class SearchResults:
-    query: ParsedQuery
-    total: int = 0
-    hits: list[Hit] = field(default_factory=list)
-    facets: dict[str, dict[str, int]] = field(default_factory=lambda: {f: {} for f in FACET_NAMES})
-    suggestion: str | None = None  # "did you mean": a corrected query text that gives results
-    matched_all: bool = True  # False when no page had every word and pages with any of them are shown
-    sort: str = "relevance"
-    page: int = 1
-    per_page: int = 10
-    offset: int = 0
-    unavailable: bool = False  # the index is being rebuilt
-    estimated: bool = False  # total and facets are estimates (a phrase made of very common words)
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.per_page)) if self.per_page else 1
-
-    def as_json(self) -> dict[str, Any]:
-        return {"total": self.total, "results": [h.as_json() for h in self.hits], "facets": self.facets,
-                "suggestion": self.suggestion}
-
-
-SORTS = ("relevance", "updated")
-
 
 def _scores(view: _View, parsed: ParsedQuery) -> np.ndarray | None:
     """Every document's relevance: BM25 over title, tags, fields and body with per-field boosts, summed over the
@@ -447,7 +289,7 @@ def _facets(view: _View, docs: np.ndarray) -> dict[str, dict[str, int]]:
 
 
 def _hit(view: _View, docnum: int, score: float, terms: frozenset[str], prefixes: Iterable[str] = ()) -> Hit:
-    stored = view.searcher.stored_fields(docnum)
+    stored = view.stored(docnum)
     return Hit(
         slug=stored.get("slug", ""), title=stored.get("title", ""), kind=stored.get("kind", ""),
         snippet=snippet_for(stored, terms, prefixes), score=float(score or 0.0), status=stored.get("status") or "",
@@ -475,8 +317,8 @@ def _run(index: SearchIndex, fn: Callable[[_View], Any], fallback: Any) -> Any:
     for attempt in (1, 2):
         with _quiet_damage() as state:
             try:
-                with index._lock:
-                    return fn(index.view())
+                with index.reading() as view:  # the index lock is held only to take the view
+                    return fn(view)
             except IndexUnavailable as e:
                 log.warning("search index unavailable: %s", e)
                 index.damaged = not isinstance(e, IndexMissing)
@@ -630,7 +472,7 @@ def _surface_word(view: _View, stem_: str, typed: str, docs: np.ndarray) -> str 
     """How an index term is written in the pages: the written form closest to what was typed."""
     forms: set[str] = set()
     for d in np.flatnonzero(docs)[:5].tolist():
-        stored = view.searcher.stored_fields(d)
+        stored = view.stored(d)
         for key in ("title", "excerpt", "field_excerpt"):
             for w in WORD_RE.findall(stored.get(key) or ""):
                 low = w.lower()
@@ -669,27 +511,6 @@ def suggest(index: SearchIndex, viewer: Viewer, prefix: str | None, limit: int =
         return [card for _, card in scored[:limit]]
 
     return _run(index, run, [])
-
-
-@dataclass
-class TriedBefore:
-    """Earlier initiatives (ended and replaced first) and lessons on the same topic as some text."""
-
-    initiatives: list[Hit] = field(default_factory=list)
-    lessons: list[Hit] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.initiatives or self.lessons)
-
-    def as_json(self) -> dict[str, Any]:
-        def item(h: Hit) -> dict[str, Any]:
-            return {"slug": h.slug, "title": h.title, "kind": h.kind, "status": h.status or None,
-                    "ended_reason": h.ended_reason or None, "period": h.period, "snippet": h.snippet}
-
-        return {"initiatives": [item(h) for h in self.initiatives], "lessons": [item(h) for h in self.lessons]}
-
-
-ENDED = ("ended", "replaced")
 
 
 def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: str | None = None,
@@ -731,7 +552,7 @@ def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: 
         top = hits[0].score
         hits = [h for h in hits if h.slug != exclude and h.score >= top * 0.25]
         initiatives = [h for h in hits if h.kind == "initiative"]
-        initiatives.sort(key=lambda h: (h.status not in ENDED, -h.score))
+        initiatives.sort(key=lambda h: (h.status not in ENDING_STATUSES, -h.score))
         lessons = [h for h in hits if h.kind == "lesson"]
         return TriedBefore(initiatives[:limit], lessons[:limit])
 

@@ -1,4 +1,4 @@
-"""What goes into the index: the schema, the analyzer, and the document of a page."""
+"""What goes into the Whoosh index: the schema, the analyzer, and the document of a page."""
 from __future__ import annotations
 
 import hashlib
@@ -10,68 +10,13 @@ from typing import Any, Iterable
 
 from whoosh.analysis import Analyzer, LowercaseFilter, RegexTokenizer, Token
 from whoosh.analysis.filters import STOP_WORDS
-from whoosh.codec import whoosh3
 from whoosh.columns import VarBytesColumn
 from whoosh.fields import COLUMN, ID, KEYWORD, NUMERIC, STORED, TEXT, Schema
 from whoosh.lang.porter import stem as porter_stem
-from whoosh.util.numeric import byte_to_length
 
 from kb.kinds import KINDS, field_text, status_of, years_covered
 from kb.models import Page
-
-# ---------------------------------------------------------------------------------------------------------------
-# Two fixes for whoosh-reloaded 2.7.5, which spends most of a segment write looking up field lengths: for every
-# posting it asks whether a field's length column file exists (one stat() per posting for fields without lengths:
-# ID, KEYWORD, NUMERIC), then reads the document's length byte through three layers of calls. A finished
-# segment's files never change, so remember both the answer and the whole column.
-
-def _remember_missing_length_columns() -> None:
-    original = whoosh3.W3PerDocReader._cached_reader
-    if getattr(original, "kb_remembers", False):
-        return
-
-    def _cached_reader(self, fieldname, column):
-        try:
-            return self._readers[fieldname]
-        except KeyError:
-            reader = self._readers[fieldname] = original(self, fieldname, column)
-            return reader
-
-    def doc_field_length(self, docnum, fieldname, default=0):
-        cache = self.__dict__.setdefault("_kb_lengths", {})
-        lengths = cache.get(fieldname)
-        if lengths is None:
-            lengths = cache[fieldname] = _length_column(self, fieldname)
-        if lengths is False:
-            return original_length(self, docnum, fieldname, default)
-        if docnum > self._doccount:
-            raise IndexError("Asked for docnum %r of %d" % (docnum, self._doccount))
-        if not lengths:
-            return default
-        return lengths[docnum] if docnum < len(lengths) else None
-
-    original_length = whoosh3.W3PerDocReader.doc_field_length
-    _cached_reader.kb_remembers = True
-    whoosh3.W3PerDocReader._cached_reader = _cached_reader
-    whoosh3.W3PerDocReader.doc_field_length = doc_field_length
-
-
-def _length_column(perdoc, fieldname: str):
-    """Decoded lengths of every document (None for 0, as Whoosh answers), () without a column, False if unreadable."""
-    try:
-        column = perdoc._cached_reader(whoosh3._lenfield(fieldname), whoosh3.LENGTHS_COLUMN)
-        if column is None:
-            return ()
-        raw = column._dbfile.get(column._basepos, column._count)
-        if len(raw) != column._count:
-            return False
-        return [_WHOOSH_LENGTHS[b] for b in raw]
-    except Exception:
-        return False
-
-
-_WHOOSH_LENGTHS = [byte_to_length(b) if b else None for b in range(256)]
-_remember_missing_length_columns()
+from kb.search.query import WORD_RE
 
 # ---------------------------------------------------------------------------------------------------------------
 # The schema and the documents in it
@@ -140,7 +85,6 @@ BOOSTS = {"title": 5.0, "tagtext": 3.0, "fields": 1.5, "body": 1.0}
 TEXT_FIELDS = tuple(BOOSTS)
 EXCERPT_CHARS = 2400
 FIELD_EXCERPT_CHARS = 1200
-FACET_NAMES = ("kind", "tag", "status", "decade")
 TOP_TAGS = 25
 
 
@@ -249,8 +193,6 @@ def document_for(page: Page) -> dict[str, Any]:
         "field_excerpt": _cut(_SPACES.sub(" ", ftext), FIELD_EXCERPT_CHARS),
     }
 
-
-WORD_RE = re.compile(r"\w+(?:\.?\w+)*", re.U)
 
 
 @lru_cache(maxsize=100_000)

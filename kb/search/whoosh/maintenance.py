@@ -1,13 +1,13 @@
-"""Keeping the index true to the database: the queue, full rebuilds, checks and repairs, the background worker.
+"""Keeping the Whoosh index true to the database: the queue, full rebuilds, checks and repairs, the worker.
 
 * Keeping it current: every save puts an `IndexQueueEntry` in the same transaction as the page. `process_queue`
-  works those entries off (the save path calls `kick` right after its commit; a per-process background worker
-  picks up whatever `kick` could not do because the index was locked by another process, damaged or missing).
-  Queue entries are deleted only after the index commit, so a failure loses nothing.
-* Repair: `rebuild` builds a fresh index in a new directory and swaps it in by replacing the `CURRENT` pointer
-  file (an atomic rename); `check` compares database and index (which pages, which revisions); `repair` fixes
-  drift; start-up (`init_app`) rebuilds a missing or damaged index instead of crashing (a missing or damaged
-  column file is rebuilt from its segment when the segment is opened).
+  works those entries off (right after the save's commit, when the backend is kicked or flushed; a per-process
+  background `Worker` picks up whatever could not be done then because the index was locked by another process,
+  damaged or missing). Queue entries are deleted only after the index commit, so a failure loses nothing.
+* Repair: `rebuild` writes a fresh build (a new directory holding a whole index) and swaps it in by replacing the
+  `CURRENT` pointer file (an atomic rename); `check` compares database and index (which pages, which revisions);
+  `repair` fixes drift; `ensure_index` (start-up) rebuilds a missing or damaged index instead of crashing (a
+  missing or damaged column file is rebuilt from its segment when the segment is opened).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -30,9 +30,11 @@ from whoosh.index import LockError
 from whoosh.reading import SegmentReader
 
 from kb.models import IndexQueueEntry, Page
-from kb.search import columns
-from kb.search.documents import SCHEMA, document_for, page_stamp
-from kb.search.engine import INDEX_NAME, POINTER, IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
+from kb.search.backend import CheckReport
+from kb.search.whoosh import columns, internals
+from kb.search.whoosh.documents import SCHEMA, document_for, page_stamp
+from kb.search.whoosh.engine import (BUILD_PREFIX, BUILD_PREFIXES, INDEX_NAME, POINTER, IndexMissing,
+                                     IndexUnavailable, SearchIndex, _quiet_damage)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
         log.warning("cannot write to the search index (%r); %d page(s) wait in the queue", e, len(entries))
         return -1
     try:
-        if index.current_generation() != index._gen:
+        if index.current_build() != index._build:
             raise IndexUnavailable("the index was rebuilt while we waited")  # write into the new one next time
         _remove_old_versions(index, writer, page_ids)
         for pid in page_ids:
@@ -138,8 +140,8 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
     return len(entries)
 
 
-def _tidy_columns(ix, min_age: float = 300.0, build: bool = False) -> None:
-    """Remove the column files of segments that are gone; with `build`, write missing ones. Never raises.
+def _tidy_columns(ix, min_age: float = 300.0, write_missing: bool = False) -> None:
+    """Remove the column files of segments that are gone; with `write_missing`, write missing ones. Never raises.
 
     Files younger than `min_age` seconds are kept: another process may have written a segment it has not committed
     yet (a stale file costs only disk space until the next tidy)."""
@@ -147,8 +149,8 @@ def _tidy_columns(ix, min_age: float = 300.0, build: bool = False) -> None:
         folder = getattr(ix.storage, "folder", None)
         if not folder:
             return
-        segments = ix._segments()
-        if build:
+        segments = internals.segments(ix)
+        if write_missing:
             columns.ensure_files(folder, segments, lambda seg: SegmentReader(ix.storage, ix.schema, seg))
         columns.remove_unused(folder, {seg.segment_id() for seg in segments}, min_age=min_age)
     except Exception:
@@ -164,10 +166,10 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     the segments the writer holds (opening a reader over every segment per save is the slow part of
     `update_document`), and Whoosh's own lookup otherwise."""
     segments = [seg.segment_id() for seg in writer.segments]
-    with index._lock:  # the view is shared with the threads answering searches
+    with index._lock:  # the view must stay current while its document numbers are used
         view = index._view
-        if view is not None and view.gen == index._gen and [leaf.segment().segment_id() for leaf, _, _ in
-                                                             view.leaves] == segments:
+        if view is not None and view.build == index._build and [leaf.segment().segment_id() for leaf, _, _ in
+                                                                view.leaves] == segments:
             total = sum(seg.doc_count_all() for seg in writer.segments)
             if total == view.n:
                 for pid in page_ids:
@@ -184,7 +186,7 @@ def merge_segments(index: SearchIndex) -> bool:
     with index.write_lock:
         try:
             ix = index.open()
-            if len(ix._segments()) <= MERGE_AT:
+            if len(internals.segments(ix)) <= MERGE_AT:
                 return False
             writer = ix.writer(timeout=0.0)
         except (LockError, IndexUnavailable):
@@ -251,10 +253,10 @@ def _rebuild_lock(data_dir: str) -> _FileLock:
     return _FileLock(os.path.join(data_dir, "index-rebuild.lock"))
 
 
-def _whoosh_write_lock(gen_dir: str):
-    """The write lock of an existing generation, taken without opening it (it may be damaged)."""
+def _whoosh_write_lock(build_dir: str):
+    """The write lock of an existing build, taken without opening it (it may be damaged)."""
     try:
-        lock = FileStorage(gen_dir).lock(f"{INDEX_NAME}_WRITELOCK")
+        lock = FileStorage(build_dir).lock(f"{INDEX_NAME}_WRITELOCK")
         return lock
     except Exception:
         return None
@@ -265,7 +267,7 @@ REBUILD_PROCS = min(2, os.cpu_count() or 1)
 
 def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None = None, procs: int | None = None,
             blocking: bool = True, only_if_unusable: bool = False) -> RebuildReport:
-    """Build a new index from the database in a new directory and swap it in atomically.
+    """Write a new build of the index from the database, in a new directory, and swap it in atomically.
 
     `progress("index", done, total)` is called as pages are added (the CLI's progress bar). While it runs, queue
     processing into the old index is held off (its write lock is taken), so no save made meanwhile is lost: its
@@ -282,30 +284,30 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
         index.close()
         lock.release()
         return RebuildReport(skipped=True)
-    old_gen = index.current_generation()
+    old_build = index.current_build()
     old_lock = None
     try:
-        if old_gen:
-            old_lock = _whoosh_write_lock(index.generation_dir(old_gen))
+        if old_build:
+            old_lock = _whoosh_write_lock(index.build_dir(old_build))
             if old_lock is not None and not _try(old_lock.acquire, 30.0):
                 log.warning("the search index stayed locked for 30 s; rebuilding anyway")
                 old_lock = None
-        gen = f"g-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        gen_dir = index.generation_dir(gen)
-        os.makedirs(gen_dir)
+        build = f"{BUILD_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        build_dir = index.build_dir(build)
+        os.makedirs(build_dir)
         try:
-            done, queued = _build(db, gen_dir, progress, procs)
+            done, queued = _index_every_page(db, build_dir, progress, procs)
         except BaseException:
-            shutil.rmtree(gen_dir, ignore_errors=True)
+            shutil.rmtree(build_dir, ignore_errors=True)
             raise
-        _swap(root, gen)
+        _swap(root, build)
         # The pages queued before the snapshot are in the new index.
         if queued:
             with db.writing() as session:
                 for chunk in range(0, len(queued), 500):
                     session.execute(delete(IndexQueueEntry).where(IndexQueueEntry.id.in_(queued[chunk:chunk + 500])))
-        _remove_old_generations(root, keep={gen, old_gen})
-        return RebuildReport(pages=done, seconds=time.monotonic() - started, directory=gen_dir)
+        _remove_old_builds(root, keep={build, old_build})
+        return RebuildReport(pages=done, seconds=time.monotonic() - started, directory=build_dir)
     finally:
         if old_lock is not None:
             try:
@@ -315,9 +317,9 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
         lock.release()
 
 
-def _build(db, gen_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
-    """Index every live page into a new index in `gen_dir`; returns (pages, queue entry ids seen)."""
-    ix = whoosh_index.create_in(gen_dir, SCHEMA, indexname=INDEX_NAME)
+def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
+    """Index every live page into a new index in `build_dir`; returns (pages, queue entry ids seen)."""
+    ix = whoosh_index.create_in(build_dir, SCHEMA, indexname=INDEX_NAME)
     procs = REBUILD_PROCS if procs is None else procs
     with db.reading() as session:
         total = session.scalar(select(func.count()).select_from(Page).where(Page.deleted_at.is_(None))) or 0
@@ -341,7 +343,7 @@ def _build(db, gen_dir: str, progress, procs: int | None) -> tuple[int, list[int
             raise
     # Every segment got its column file as it was written; a segment written where the hook could not (another
     # codec) gets it here, and files of segments merged away go.
-    _tidy_columns(ix, min_age=0.0, build=True)
+    _tidy_columns(ix, min_age=0.0, write_missing=True)
     if progress:
         progress("index", done, total)
     return done, queued
@@ -373,22 +375,22 @@ def _try(acquire, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def _swap(root: str, gen: str) -> None:
+def _swap(root: str, build: str) -> None:
     tmp = os.path.join(root, f".{POINTER}.{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="ascii") as f:
-        f.write(gen + "\n")
+        f.write(build + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(root, POINTER))
 
 
-def _remove_old_generations(root: str, keep: set) -> None:
-    """Remove superseded generations, but keep the one just replaced: other processes may still be reading it."""
+def _remove_old_builds(root: str, keep: set) -> None:
+    """Remove superseded builds, but keep the one just replaced: other processes may still be reading it."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
         if name in keep or name == POINTER or not os.path.isdir(path):
             continue
-        if name.startswith("g-"):
+        if name.startswith(BUILD_PREFIXES):
             shutil.rmtree(path, ignore_errors=True)
     for name in os.listdir(root):
         if name.startswith(f".{POINTER}."):
@@ -401,53 +403,6 @@ def _remove_old_generations(root: str, keep: set) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checking and repairing
-
-@dataclass
-class CheckReport:
-    """Drift between database and index. Empty lists and `usable` mean they agree."""
-
-    usable: bool = True  # False: the index is missing or damaged
-    problem: str = ""
-    pages: int = 0  # live pages in the database
-    indexed: int = 0  # documents in the index
-    missing: list[int] = field(default_factory=list)  # page ids not in the index
-    stale: list[int] = field(default_factory=list)  # indexed at another revision, slug or visibility
-    extra: list[int] = field(default_factory=list)  # in the index, but deleted or gone from the database
-    duplicates: list[int] = field(default_factory=list)
-    queued: int = 0
-    repaired: bool = False
-    rebuilt: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates)
-
-    @property
-    def drift(self) -> bool:
-        return not self.ok
-
-    def describe(self) -> str:
-        """What `kb check` prints."""
-        text = self.summary()
-        if self.rebuilt:
-            text += " (rebuilt from the database)"
-        elif self.repaired:
-            text += " (repaired)"
-        if not self.ok:
-            for label, ids in (("missing", self.missing), ("stale", self.stale), ("extra", self.extra)):
-                if ids:
-                    text += f"\n  {label}: page ids {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}"
-        return text
-
-    def summary(self) -> str:
-        if not self.usable:
-            return f"search index unusable: {self.problem}"
-        if self.ok:
-            return f"search index matches the database ({self.pages} pages, {self.queued} queued)"
-        return (f"search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
-                f"{len(self.duplicates)} duplicated ({self.pages} pages in the database, {self.indexed} indexed, "
-                f"{self.queued} queued)")
-
 
 def check(db, index: SearchIndex) -> CheckReport:
     """Compare which pages and which revisions the database and the index hold."""
@@ -462,8 +417,7 @@ def check(db, index: SearchIndex) -> CheckReport:
     dupes: set[int] = set()
     with _quiet_damage() as state:
         try:
-            with index._lock:
-                view = index.view()
+            with index.reading() as view, view.reads:
                 for stored in view.reader.all_stored_fields():
                     pid = int(stored.get("id") or 0)
                     if pid in seen:
@@ -518,15 +472,11 @@ def repair(db, index: SearchIndex, report: CheckReport | None = None,
     return after
 
 
-_repair = repair  # for check_app_index, whose `repair` argument hides the function
-
-
 def _problem(index: SearchIndex) -> str | None:
     """Why the index cannot be used (missing, damaged), or None when it reads fine."""
     with _quiet_damage() as state:
         try:
-            with index._lock:
-                view = index.view()
+            with index.reading() as view, view.reads:
                 view.reader.doc_count()
                 # Reading one stored document and a posting list finds most garbage in segment files.
                 if view.n:
@@ -572,9 +522,8 @@ def ensure_index(db, index: SearchIndex, sync_limit: int | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The app side: one index object and one background worker per process
+# The background worker: one per process
 
-SYNC_REBUILD_LIMIT = 5000  # at start-up, rebuild a broken index of up to this many pages before serving
 POLL_SECONDS = 1.0
 
 
@@ -621,89 +570,3 @@ class Worker:
             self.last_merge = time.monotonic()
             merge_segments(self.index)
         return done
-
-
-_workers_lock = threading.Lock()
-
-
-def index_for(app) -> SearchIndex:
-    return app.extensions["kb_search"]
-
-
-def worker_enabled(app) -> bool:
-    worker = app.config.get("SEARCH_WORKER")
-    return bool(app.config.get("SEARCH_BACKGROUND", True) and (True if worker is None else worker))
-
-
-def _ensure_worker(app) -> None:
-    if not worker_enabled(app):
-        return
-    worker = app.extensions.get("kb_search_worker")
-    if worker is not None and worker.alive():
-        return
-    with _workers_lock:
-        worker = app.extensions.get("kb_search_worker")
-        if worker is None or not worker.alive():
-            app.extensions["kb_search_worker"] = Worker(app.extensions["kb_db"], index_for(app)).start()
-
-
-def init_app(app) -> None:
-    """Attach the index to the app and start the worker on first request (it does not open the index).
-
-    Config (kb.config): SEARCH_BACKGROUND (the worker thread; default on), SEARCH_SYNC_REBUILD_LIMIT.
-    """
-    app.extensions["kb_search"] = SearchIndex(os.path.join(app.config["DATA_DIR"], "index"))
-    app.before_request(lambda: _ensure_worker(app))
-
-
-def repair_at_start(app) -> str:
-    """Before serving: rebuild a missing or damaged index of up to SEARCH_SYNC_REBUILD_LIMIT pages now (a bigger
-    one is rebuilt by the worker while search answers "unavailable"). Returns what was done."""
-    return ensure_index(app.extensions["kb_db"], index_for(app), sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
-
-
-def rebuild_app_index(app, progress: Callable[[str, int, int], None] | None = None) -> int:
-    """`kb reindex`: rebuild this app's index; returns the number of pages indexed."""
-    index = index_for(app)
-    report = rebuild(app.extensions["kb_db"], index.data_dir, progress=progress)
-    index.close()
-    index.damaged = False
-    return report.pages
-
-
-def check_app_index(app, repair: bool = False) -> CheckReport:
-    """`kb check [--repair]`: compare database and index; with repair, fix the drift and report what is left."""
-    db, index = app.extensions["kb_db"], index_for(app)
-    report = check(db, index)
-    if repair and not report.ok:
-        report = _repair(db, index, report)
-    return report
-
-
-def kick(app, background: bool | None = None) -> None:
-    """Called after a commit that queued index work; never raises.
-
-    Where this process runs the index worker (a server), the worker is woken and indexes the save right after the
-    response, so saving does not wait for the index; otherwise (tests, commands) the queue is worked off here.
-    """
-    if background is None:
-        worker = app.config.get("SEARCH_WORKER")
-        background = bool(not app.testing if worker is None else worker)
-    if background and not worker_enabled(app):
-        background = False  # nobody else would do it
-    if not background:
-        try:
-            db, index = app.extensions["kb_db"], index_for(app)
-            if not index.exists():
-                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
-                ensure_index(db, index, sync_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
-            process_queue(db, index, wait=0.25, max_batches=2)
-        except Exception:
-            log.exception("search index update after save failed; the worker will retry")
-    try:
-        _ensure_worker(app)
-        worker = app.extensions.get("kb_search_worker")
-        if worker is not None:
-            worker.wake.set()
-    except Exception:
-        log.exception("could not wake the search index worker")

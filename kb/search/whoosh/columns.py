@@ -8,11 +8,12 @@ second, plain copy of what queries need, written once when the segment is writte
   frequencies; for the text fields also every posting's word positions (for phrases);
 * each document's field lengths (Whoosh's length byte), last update (milliseconds) and years.
 
-It lives in `kbcols-<segment id>.npc` in the generation directory: a small JSON header (array names, types,
+It lives in `kbcols-<segment id>.npc` in the build directory: a small JSON header (array names, types,
 offsets, a checksum of the whole payload) and the arrays, read through one read-only memory map, so the pages are
 shared by every process on the machine and only the ones a query touches are read.
 
-The file is a cache: a segment is written by `_capture`'s hook into Whoosh's field writer (no extra pass over the
+The file is a cache: it is written as the segment is, by a `Capture` watching Whoosh's field writer
+(`install_capture`, through `internals.watch_segment_writes`) (no extra pass over the
 postings); when the file is missing, from another version, or fails its checksum, `load` rebuilds it from the
 segment itself (slowly: Whoosh's postings are decoded once) and writes it again. A segment never changes apart
 from deletions, which are applied at query time from Whoosh's own list.
@@ -23,7 +24,6 @@ import json
 import logging
 import mmap
 import os
-import pickle
 import re
 import struct
 import time
@@ -34,10 +34,11 @@ from itertools import accumulate
 from typing import Any, Iterable
 
 import numpy as np
-from whoosh.codec import whoosh3
 from whoosh.formats import Positions
+from whoosh.util.numeric import length_to_byte
 
-from kb.search.documents import SCHEMA, TEXT_FIELDS
+from kb.search.whoosh import internals
+from kb.search.whoosh.documents import SCHEMA, TEXT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ class ColumnsDamaged(Exception):
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 
-def _decode_positions(value: bytes) -> list[int]:
-    # Whoosh's Positions format: a 4-byte count, then a pickled list of gaps without its final STOP opcode.
-    if not value:
-        return []
-    raw = value[4:] if value.endswith(b".") else value[4:] + b"."
-    return list(accumulate(pickle.loads(raw)))
-
-
 class _FieldData:
     """One field's postings as they stream past: terms in order, then flat documents, frequencies, positions."""
 
@@ -96,7 +89,7 @@ class Capture:
     def __init__(self):
         self.n: int | None = None
         self.fields: dict[str, _FieldData] = {}
-        self.lengths: dict[str, bytes] = {}
+        self.lengths_by_field: dict[str, bytes] = {}
         self.numeric: dict[str, tuple[array, array]] = {}  # field -> (docs, values)
         self.valid = True
 
@@ -105,6 +98,31 @@ class Capture:
         if data is None:
             data = self.fields[name] = _FieldData(name in POSITION_FIELDS)
         return data
+
+    # -- as a SegmentWatcher (see internals.watch_segment_writes)
+    def postings(self, items: Iterable[tuple]) -> Iterable[tuple]:
+        if self.fields or self.numeric:
+            self.valid = False  # a second batch of postings: leave it to the reader to build the file
+        return self.stream(items)
+
+    def lengths(self, perdoc) -> None:
+        try:
+            if perdoc is not None:
+                self.n = perdoc.doc_count_all()
+                for name in LENGTH_FIELDS:
+                    self.lengths_by_field[name] = internals.raw_lengths(perdoc, name) or b""
+            else:
+                self.valid = False
+        except Exception:
+            self.valid = False
+
+    def closed(self, folder: str | None, segment_id: str) -> None:
+        if not self.valid or self.n is None or not folder:
+            return
+        try:
+            write(folder, segment_id, self)
+        except Exception:  # a full disk, say: the reader builds the file later
+            log.warning("could not write the column file of segment %s", segment_id, exc_info=True)
 
     def stream(self, items: Iterable[tuple]) -> Iterable[tuple]:
         """Pass Whoosh's sorted (field, term, doc, weight, value) postings through, keeping what we need."""
@@ -130,7 +148,7 @@ class Capture:
                     data.docs.append(docnum)
                     data.tf.append(weight)
                     if data.positional:
-                        positions = _decode_positions(value)
+                        positions = internals.decode_positions(value)
                         if len(positions) != weight:
                             data.positional = False  # a boosted field: phrases are checked through Whoosh
                         data.pos.extend(positions)
@@ -163,7 +181,7 @@ class Capture:
                 pos = np.frombuffer(data.pos, dtype=np.uint32) if data.pos else np.zeros(0, np.uint32)
                 out[f"{name}.pos"] = pos.astype(np.uint16) if pos.size == 0 or pos.max() < 65536 else pos.copy()
         for name in LENGTH_FIELDS:
-            raw = self.lengths.get(name, b"")
+            raw = self.lengths_by_field.get(name, b"")
             col = np.zeros(n, dtype=np.uint8)
             if raw:
                 col[: min(n, len(raw))] = np.frombuffer(raw, dtype=np.uint8)[:n]
@@ -219,62 +237,13 @@ def _padded(arr: np.ndarray) -> bytes:
 
 
 def install_capture() -> None:
-    """Hook Whoosh's field writer: every segment written (new documents, merges, rebuilds, in any process) gets its
-    column file as the segment's files are closed."""
-    writer = whoosh3.W3FieldWriter
-    if getattr(writer, "kb_captures", False):
-        return
-    original_add, original_close = writer.add_postings, writer.close
-
-    def add_postings(self, schema, lengths, items):
-        capture = self.__dict__.get("_kb_capture")
-        if capture is None:
-            capture = self._kb_capture = Capture()
-        elif capture.fields or capture.numeric:
-            capture.valid = False  # a second batch of postings: leave it to the reader to build the file
-        original_add(self, schema, lengths, capture.stream(items))
-        try:
-            if lengths is not None:
-                capture.n = lengths.doc_count_all()
-                for name in LENGTH_FIELDS:
-                    capture.lengths[name] = _raw_lengths(lengths, name, capture.n)
-            else:
-                capture.valid = False
-        except Exception:
-            capture.valid = False
-
-    def close(self):
-        original_close(self)
-        capture = self.__dict__.pop("_kb_capture", None)
-        folder = storage_folder(self._storage)
-        if capture is None or not capture.valid or capture.n is None or not folder:
-            return
-        try:
-            write(folder, self._segment.segment_id(), capture)
-        except Exception:  # a full disk, say: the reader builds the file later
-            log.warning("could not write the column file of segment %s", self._segment.segment_id(), exc_info=True)
-
-    add_postings.kb_captures = True
-    writer.add_postings = add_postings
-    writer.close = close
-    writer.kb_captures = True
-
-
-def _raw_lengths(perdoc, fieldname: str, n: int) -> bytes:
-    """A field's one-byte-per-document length column, as stored (b"" when the field has none)."""
-    column = perdoc._cached_reader(whoosh3._lenfield(fieldname), whoosh3.LENGTHS_COLUMN)
-    if column is None:
-        return b""
-    raw = column._dbfile.get(column._basepos, column._count)
-    if len(raw) != column._count:
-        raise ValueError("short lengths column")
-    return bytes(raw)
+    """Every segment written (new documents, merges, rebuilds, in any process) gets its column file as the
+    segment's files are closed."""
+    internals.watch_segment_writes(Capture)
 
 
 def capture_from_reader(leaf) -> Capture:
     """Read a finished segment's postings back (slow: every block is unpickled); for a missing or damaged file."""
-    from kb.search.engine import read_postings  # the block reader lives with the other Whoosh reads
-
     capture = Capture()
     capture.n = leaf.doc_count_all()
 
@@ -286,7 +255,7 @@ def capture_from_reader(leaf) -> Capture:
             for term in leaf.lexicon(fieldname):
                 if fieldname in NUMERIC_FIELDS and term[:1] != b"\x00":
                     continue
-                ids, weights, values = read_postings(leaf, fieldname, term, values=positional)
+                ids, weights, values = internals.read_postings(leaf, fieldname, term, values=positional)
                 if not positional:
                     values = [b""] * len(ids)
                 for d, w, v in zip(ids, weights, values):
@@ -294,14 +263,13 @@ def capture_from_reader(leaf) -> Capture:
 
     for _ in capture.stream(items()):
         pass
-    perdoc = leaf._perdoc
+    perdoc = internals.per_document_reader(leaf)
     for name in LENGTH_FIELDS:
         try:
-            capture.lengths[name] = _raw_lengths(perdoc, name, capture.n)
+            capture.lengths_by_field[name] = internals.raw_lengths(perdoc, name) or b""
         except Exception:
             dfl = leaf.doc_field_length
-            from whoosh.util.numeric import length_to_byte
-            capture.lengths[name] = bytes(length_to_byte(dfl(d, name, 0) or 0) for d in range(capture.n))
+            capture.lengths_by_field[name] = bytes(length_to_byte(dfl(d, name, 0) or 0) for d in range(capture.n))
     return capture
 
 
@@ -441,20 +409,11 @@ class Columns:
         self._map = None
 
 
-def storage_folder(storage) -> str | None:
-    """The directory of a Whoosh storage (through the overlay a compound segment is read with), or None."""
-    for candidate in (storage, getattr(storage, "b", None), getattr(storage, "a", None)):
-        folder = getattr(candidate, "folder", None)
-        if isinstance(folder, str) and folder:
-            return folder
-    return None
-
-
 def load(leaf) -> Columns:
     """The column file of a segment reader's segment: checked, or (re)built from the segment when unusable."""
     segment = leaf.segment()
     segment_id, n = segment.segment_id(), leaf.doc_count_all()
-    folder = storage_folder(leaf._storage)
+    folder = internals.segment_folder(leaf)
     path = os.path.join(folder, file_name(segment_id)) if folder else None
     problem = "no folder"
     if path is not None:

@@ -1,9 +1,15 @@
-"""The index as one process sees it: the current generation, a warm searcher, and the vectorised query engine.
+"""The index as one process sees it: the current build, a warm view of it, and the vectorised query engine.
 
-`SearchIndex` opens the generation named by `DATA_DIR/index/CURRENT` and keeps one `_View` (a Whoosh searcher plus
-everything derived from it), replaced whenever the index changes. `_Segment` holds what queries need from one
-segment, read from its column file (see `kb.search.columns`) and kept across views, since a segment never changes
-apart from deletions.
+`SearchIndex` opens the build (one directory holding one complete Whoosh index) named by `DATA_DIR/index/CURRENT`
+and keeps one `_View` (a Whoosh searcher plus everything derived from it), replaced whenever the index changes.
+`_Segment` holds what queries need from one segment, read from its column file (see `columns`) and kept across
+views, since a segment never changes apart from deletions.
+
+Threads: `SearchIndex.reading()` hands each query the current view, holding the index lock only to take it; the
+query itself runs without it, so threads in one process search at the same time. A view that is replaced while
+queries still read it is closed when the last of them is done. Whoosh's own file reads (stored fields, the few
+postings not in the column files) are not safe for threads and go through `SearchIndex.reads`, a short lock;
+the arrays of the column files are read-only and need none.
 
 Document sets are numpy boolean masks over the view's document numbers (deleted documents included until
 intersected with `visible`, which every query starts from); scores are BM25 impacts summed with `bincount`.
@@ -13,84 +19,29 @@ from __future__ import annotations
 import bisect
 import gc
 import heapq
-import io
 import math
 import os
-import pickle
 import re
 import threading
-import time
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
-from itertools import accumulate, chain
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from whoosh.filedb import structfile
 from whoosh.filedb.filestore import FileStorage
-from whoosh.formats import Positions
 from whoosh.util.numeric import byte_to_length
 
 from kb import access
 from kb.access import Viewer
-from kb.search import columns
-from kb.search.documents import BOOSTS, SCHEMA, TEXT_FIELDS
-
-columns.install_capture()
-
-
-class _MappedFile(io.RawIOBase):
-    """A read-only file over a memoryview, without copying it."""
-
-    def __init__(self, buf: memoryview):
-        self._buf = buf
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), len(self._buf) - self._pos))
-        b[:n] = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else len(self._buf) + pos
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-def _no_copy_buffer_files() -> None:
-    """Whoosh reads a compound segment through one memory map, but wraps each file in it (the postings, the columns)
-    in a BytesIO, which copies the whole file into memory for every reader: hundreds of megabytes at 100,000
-    pages. Read the map in place instead."""
-    original = structfile.BufferFile.__init__
-    if getattr(original, "kb_no_copy", False):
-        return
-
-    def __init__(self, buf, name=None, onclose=None):
-        original(self, buf if not isinstance(buf, memoryview) else b"", name=name, onclose=onclose)
-        if isinstance(buf, memoryview):
-            self._buf = buf
-            self.file = _MappedFile(buf)
-
-    __init__.kb_no_copy = True
-    structfile.BufferFile.__init__ = __init__
-
-
-_no_copy_buffer_files()
+from kb.search.backend import SearchUnavailable
+from kb.search.whoosh import columns, internals
+from kb.search.whoosh.documents import BOOSTS, SCHEMA, TEXT_FIELDS
 
 # ---------------------------------------------------------------------------------------------------------------
-# Where the index lives: DATA_DIR/index/CURRENT names the generation directory in use.
+# Where the index lives: DATA_DIR/index/CURRENT names the build directory in use.
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(SearchUnavailable):
     """The index is missing or damaged; it must be rebuilt from the database."""
 
 
@@ -117,19 +68,29 @@ def _quiet_damage():
 
 POINTER = "CURRENT"
 INDEX_NAME = "MAIN"
+BUILD_PREFIX = "b-"
+# Builds made before they were called builds are named g-...; they are read as they are and removed like the others.
+BUILD_PREFIXES = (BUILD_PREFIX, "g-")
+_BUILD_NAME = re.compile(r"(?:b|g)-[0-9a-f-]{1,80}")
+
+
+def is_build_name(name: str) -> bool:
+    return bool(_BUILD_NAME.fullmatch(name or ""))
 
 
 class SearchIndex:
-    """One index location, as seen by one process: opens the current generation and keeps a warm searcher."""
+    """One index location, as seen by one process: opens the current build and keeps a warm view of it."""
 
     def __init__(self, root: str):
         self.root = root
         self.write_lock = threading.Lock()  # one writer per process; Whoosh's file lock handles other processes
-        self._lock = threading.RLock()
-        self._gen: str | None = None
+        self._lock = threading.RLock()  # which build and which view are current; held only to change or take them
+        self.reads = threading.Lock()  # Whoosh's own readers, which are not safe for threads
+        self._build: str | None = None
         self._ix = None
         self._view: _View | None = None
         self._segments: OrderedDict[str, _Segment] = OrderedDict()
+        self._leaf_views: dict[int, int] = {}  # id(segment reader) -> how many unreleased views read it
         self.damaged = False
 
     # -- locations
@@ -137,7 +98,8 @@ class SearchIndex:
     def data_dir(self) -> str:
         return os.path.dirname(os.path.abspath(self.root))
 
-    def current_generation(self) -> str | None:
+    def current_build(self) -> str | None:
+        """The name of the build in use; None when there is no index, "" when the pointer is broken."""
         try:
             with open(os.path.join(self.root, POINTER), encoding="ascii") as f:
                 name = f.read().strip()
@@ -145,50 +107,51 @@ class SearchIndex:
             return None
         except (OSError, UnicodeDecodeError):
             return ""
-        return name if re.fullmatch(r"g-[0-9a-f-]{1,80}", name or "") else ""
+        return name if is_build_name(name) else ""
 
-    def generation_dir(self, gen: str) -> str:
-        return os.path.join(self.root, gen)
+    def build_dir(self, build: str) -> str:
+        return os.path.join(self.root, build)
 
     # -- opening
     def open(self):
-        """The Whoosh index of the current generation; IndexMissing / IndexDamaged when it cannot be used."""
+        """The Whoosh index of the current build; IndexMissing / IndexDamaged when it cannot be used."""
         with self._lock:
-            gen = self.current_generation()
-            if gen is None:
+            build = self.current_build()
+            if build is None:
                 self._forget()
                 raise IndexMissing(f"no search index at {self.root}")
-            if not gen or not os.path.isdir(self.generation_dir(gen)):
+            if not build or not os.path.isdir(self.build_dir(build)):
                 self._forget()
                 raise IndexDamaged(f"the search index pointer in {self.root} is broken")
-            if gen != self._gen or self._ix is None:
+            if build != self._build or self._ix is None:
                 self._forget()
                 problem = None
                 with _quiet_damage() as state:
                     try:
-                        self._ix = FileStorage(self.generation_dir(gen)).open_index(INDEX_NAME, schema=SCHEMA)
+                        self._ix = FileStorage(self.build_dir(build)).open_index(INDEX_NAME, schema=SCHEMA)
                     except Exception as e:  # a damaged table of contents shows up as any kind of error
                         problem = repr(e)
                         state["failed"] = True
                 if problem is not None:
-                    raise IndexDamaged(f"the search index in {self.generation_dir(gen)} is damaged: {problem}")
-                self._gen = gen
+                    raise IndexDamaged(f"the search index in {self.build_dir(build)} is damaged: {problem}")
+                self._build = build
             return self._ix
 
     def exists(self) -> bool:
-        return self.current_generation() is not None
+        return self.current_build() is not None
 
     def _forget(self) -> None:
-        view, self._view, self._ix, self._gen = self._view, None, None, None
+        view, self._view, self._ix, self._build = self._view, None, None, None
         if view is not None:
-            view.close()
+            self._retire(view)
 
     def close(self) -> None:
         with self._lock:
             self._forget()
 
     def view(self) -> _View:
-        """An up-to-date searcher with its caches; IndexUnavailable when the index cannot be read."""
+        """An up-to-date view; IndexUnavailable when the index cannot be read. For a query, use `reading()`: a view
+        taken here may be closed by another thread unless this index's lock is held while it is used."""
         with self._lock:
             ix = self.open()
             view = self._view
@@ -204,22 +167,71 @@ class SearchIndex:
                 raise IndexDamaged(f"the search index cannot be read: {problem}")
             return view
 
+    @contextmanager
+    def reading(self) -> Iterator[_View]:
+        """The current view, for one read: the lock is held only to take it, and the view stays open until the
+        read is done even if the index changes meanwhile."""
+        with self._lock:
+            view = self.view()
+            view.users += 1
+        try:
+            yield view
+        finally:
+            with self._lock:
+                view.users -= 1
+                if view.retired and not view.users:
+                    self._release(view)
+
     def _fresh_view(self, ix, view: _View | None) -> _View:
-        if view is None or view.gen != self._gen:
-            self._view = None
-            if view is not None:
-                view.close()
-            view = self._view = _View(self, _open_searcher(ix, None), self._gen)
-        elif not view.searcher.up_to_date():
-            self._view = None
-            view = self._view = _View(self, _open_searcher(ix, view), self._gen)
-        else:
+        if view is not None and view.build == self._build and view.searcher.up_to_date():
             return view
+        same_build = view is not None and view.build == self._build
+        fresh = self._open_view(ix, view if same_build else None)
+        self._view = fresh
+        if view is not None:
+            self._retire(view)
         # Keep only the segments the new view reads (their column files are memory-mapped).
-        current = {leaf.segment().segment_id() for leaf, _, _ in view.leaves}
+        current = {leaf.segment().segment_id() for leaf, _, _ in fresh.leaves}
         for key in [k for k in self._segments if k not in current]:
             self._segments.pop(key).cols.close()
+        return fresh
+
+    def _open_view(self, ix, old: _View | None) -> _View:
+        """A view of the newest table of contents that re-uses the old view's readers of unchanged segments."""
+        reusable = {leaf.segment().segment_id(): leaf for leaf, _, _ in old.leaves} if old is not None else {}
+        searcher = internals.open_searcher(ix, reusable)
+        try:
+            view = _View(self, searcher, self._build)
+        except BaseException:
+            for leaf, _ in searcher.reader().leaf_readers():
+                if id(leaf) not in self._leaf_views:
+                    leaf.close()
+            raise
+        for leaf, _, _ in view.leaves:
+            self._leaf_views[id(leaf)] = self._leaf_views.get(id(leaf), 0) + 1
         return view
+
+    def _retire(self, view: _View) -> None:
+        """A view is no longer current: release it now, or when its last reader is done."""
+        view.retired = True
+        if not view.users:
+            self._release(view)
+
+    def _release(self, view: _View) -> None:
+        """Close the segment readers that no other view reads."""
+        if view.released:
+            return
+        view.released = True
+        for leaf, _, _ in view.leaves:
+            left = self._leaf_views.get(id(leaf), 0) - 1
+            if left > 0:
+                self._leaf_views[id(leaf)] = left
+                continue
+            self._leaf_views.pop(id(leaf), None)
+            try:
+                leaf.close()
+            except Exception:
+                pass
 
     def segment(self, leaf) -> _Segment:
         """Per-segment data, cached by segment id (a segment never changes, apart from deletions)."""
@@ -232,96 +244,8 @@ class SearchIndex:
         return seg
 
 
-def _open_searcher(ix, old: _View | None):
-    """A searcher on the newest generation that re-uses the old view's readers of unchanged segments.
-
-    (Whoosh's own Searcher.refresh() re-uses readers too, but keeps a segment's old set of deleted documents after
-    an update, and can bring back segments that were merged away; opening every segment again costs tens of
-    milliseconds per save.)"""
-    from whoosh.reading import MultiReader, SegmentReader
-    from whoosh.searching import Searcher
-
-    for attempt in range(10):
-        try:
-            toc = ix._read_toc()
-            break
-        except IOError:  # a writer removed a file as we read: try again, as Whoosh does
-            if attempt == 9:
-                raise
-            time.sleep(0.05)
-    reusable: dict[str, Any] = {}
-    if old is not None:
-        for leaf, _, _ in old.leaves:
-            reusable[leaf.segment().segment_id()] = leaf
-    readers, opened, stale = [], [], []
-    try:
-        for segment in toc.segments:
-            leaf = reusable.pop(segment.segment_id(), None)
-            if leaf is not None and not leaf.is_closed and leaf.segment().deleted_count() == segment.deleted_count():
-                readers.append(leaf)
-            else:
-                if leaf is not None:
-                    stale.append(leaf)  # its deletions changed
-                opened.append(SegmentReader(ix.storage, toc.schema, segment, generation=toc.generation))
-                readers.append(opened[-1])
-    except BaseException:
-        for r in opened:
-            r.close()
-        raise
-    for leaf in chain(stale, reusable.values()):
-        leaf.close()
-    return Searcher(MultiReader(readers, generation=toc.generation), fromindex=ix)
-
-
 def open_index(data_dir: str) -> SearchIndex:
     return SearchIndex(os.path.join(data_dir, "index"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading Whoosh's postings directly (for what the column files do not hold: the id field, and segments whose
-# column file is being rebuilt)
-
-def _unwrap(matcher):
-    # A segment with deletions wraps its postings in a FilterMatcher; deleted documents are removed later, because
-    # every document set is intersected with the visible (live) documents.
-    return getattr(matcher, "child", matcher)
-
-
-def read_postings(leaf, fieldname: str, text, values: bool = False) -> tuple[list, list, list]:
-    """(ids, weights, values) of one term in one segment, a block at a time."""
-    try:
-        m = _unwrap(leaf.postings(fieldname, text))
-    except Exception:  # TermNotFound and friends
-        return [], [], []
-    ids: list = []
-    weights: list = []
-    vals: list = []
-    if all(hasattr(m, a) for a in ("_read_ids", "_read_weights", "_read_values", "_next_block", "_atend")):
-        while m.is_active():
-            m._read_ids()
-            m._read_weights()
-            i = m._i
-            ids.extend(m._ids[i:])
-            weights.extend(m._weights[i:])
-            if values:
-                m._read_values()
-                vals.extend(m._values[i:])
-            m._next_block()
-    else:  # another codec: the slow, public way
-        while m.is_active():
-            ids.append(m.id())
-            weights.append(m.weight())
-            if values:
-                vals.append(m.value())
-            m.next()
-    return ids, weights, vals
-
-
-def _positions_decoder(fmt) -> Callable[[bytes], Iterable[int]]:
-    """Whoosh's Positions format stores a count and a pickled list of gaps; unpickle and add up in C."""
-    if type(fmt) is Positions:
-        return lambda v: accumulate(pickle.loads(v[4:] if v.endswith(b".") else v[4:] + b"."))
-    return fmt.decode_positions
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,6 +264,7 @@ class _SizedCache:
         self.max_size = max_size
         self.size = 0
         self.data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()  # queries in several threads share one view's caches
 
     @staticmethod
     def _weight(value: Any) -> int:
@@ -352,20 +277,23 @@ class _SizedCache:
         return 64
 
     def get(self, key: tuple) -> Any:
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self.data.get(key)
+            if value is not None:
+                self.data.move_to_end(key)
+            return value
 
     def put(self, key: tuple, value: Any) -> Any:
-        old = self.data.pop(key, None)
-        if old is not None:
-            self.size -= self._weight(old)
-        self.data[key] = value
-        self.size += self._weight(value)
-        while self.size > self.max_size and len(self.data) > 1:
-            _, evicted = self.data.popitem(last=False)
-            self.size -= self._weight(evicted)
+        weight = self._weight(value)
+        with self._lock:
+            old = self.data.pop(key, None)
+            if old is not None:
+                self.size -= self._weight(old)
+            self.data[key] = value
+            self.size += weight
+            while self.size > self.max_size and len(self.data) > 1:
+                _, evicted = self.data.popitem(last=False)
+                self.size -= self._weight(evicted)
         return value
 
 
@@ -413,11 +341,12 @@ class _Segment:
         return -1 if inv is None else inv.find(btext)
 
     def values(self, leaf, fieldname: str, term: str) -> dict[int, bytes]:
-        """Segment document number -> the posting's value (positions) of a term, from Whoosh (the slow way)."""
+        """Segment document number -> the posting's value (positions) of a term, from Whoosh (the slow way; the
+        caller holds the index's `reads` lock)."""
         key = (fieldname, term)
         found = self._values.get(key)
         if found is None:
-            ids, _, values = read_postings(leaf, fieldname, term, values=True)
+            ids, _, values = internals.read_postings(leaf, fieldname, term, values=True)
             found = self._values.put(key, dict(zip(ids, values)))
         return found
 
@@ -433,9 +362,12 @@ class _View:
 
     CACHE = 32 << 20  # bytes of cached masks, scores and lists
 
-    def __init__(self, index: SearchIndex, searcher, gen: str):
+    def __init__(self, index: SearchIndex, searcher, build: str):
         self.searcher = searcher
-        self.gen = gen
+        self.build = build
+        self.reads = index.reads
+        self.users = 0  # queries reading this view now (see SearchIndex.reading)
+        self.retired = self.released = False
         reader = searcher.reader()
         self.reader = reader
         self.n = n = reader.doc_count_all()
@@ -495,12 +427,6 @@ class _View:
         self._visible: dict[tuple, np.ndarray] = {}
         self._avgdl: dict[str, float] = {}
         self._df: dict[tuple, int] = {}
-
-    def close(self) -> None:
-        try:
-            self.searcher.close()
-        except Exception:
-            pass
 
     def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
         found = self._cache.get(key)
@@ -590,7 +516,8 @@ class _View:
         """Documents (deleted ones included) whose id field is `value`, from Whoosh's own postings."""
         out: list[int] = []
         for leaf, offset, _ in self.leaves:
-            out.extend(offset + d for d in read_postings(leaf, "id", value)[0])
+            with self.reads:
+                out.extend(offset + d for d in internals.read_postings(leaf, "id", value)[0])
         return out
 
     def word_docs(self, term: str) -> np.ndarray:
@@ -664,9 +591,10 @@ class _View:
         return found
 
     def _whoosh_phrase(self, leaf, seg: _Segment, fieldname: str, terms: tuple[str, ...], d: int) -> bool:
-        decode = _positions_decoder(self.searcher.schema[fieldname].format)
+        decode = internals.positions_decoder(self.searcher.schema[fieldname].format)
         try:
-            values = [seg.values(leaf, fieldname, t) for t in terms]
+            with self.reads:
+                values = [seg.values(leaf, fieldname, t) for t in terms]
             if not all(d in v for v in values):
                 return False
             starts = set(decode(values[0][d]))
@@ -696,15 +624,20 @@ class _View:
     def avgdl(self, fieldname: str) -> float:
         found = self._avgdl.get(fieldname)
         if found is None:
-            found = self._avgdl[fieldname] = (self.reader.field_length(fieldname) or 0) / self.doc_count or 1.0
+            with self.reads:
+                length = self.reader.field_length(fieldname) or 0
+            found = self._avgdl[fieldname] = length / self.doc_count or 1.0
         return found
 
     def doc_frequency(self, fieldname: str, term: str) -> int:
         key = (fieldname, term)
         found = self._df.get(key)
         if found is None:
-            found = sum(seg.fields[fieldname].df(i) for _, seg, i in self.postings(fieldname, term)) \
-                if fieldname in columns.POSTING_FIELDS else self.reader.doc_frequency(fieldname, term)
+            if fieldname in columns.POSTING_FIELDS:
+                found = sum(seg.fields[fieldname].df(i) for _, seg, i in self.postings(fieldname, term))
+            else:
+                with self.reads:
+                    found = self.reader.doc_frequency(fieldname, term)
             if len(self._df) > 50_000:
                 self._df.clear()
             self._df[key] = found
@@ -755,18 +688,24 @@ class _View:
         """A document's slug, title and kind, from a column (cheap) or the stored fields (older indexes)."""
         i = bisect.bisect_right(self.offsets, d) - 1
         leaf, offset, _ = self.leaves[i]
-        column = self._cards.get(i)
-        if column is None:
-            try:
-                column = self._cards[i] = leaf.column_reader("card") if leaf.has_column("card") else False
-            except Exception:
-                column = self._cards[i] = False
-        raw = column[d - offset] if column is not False else b""
+        with self.reads:
+            column = self._cards.get(i)
+            if column is None:
+                try:
+                    column = self._cards[i] = leaf.column_reader("card") if leaf.has_column("card") else False
+                except Exception:
+                    column = self._cards[i] = False
+            raw = column[d - offset] if column is not False else b""
         if raw:
             slug, title, kind = raw.decode("utf-8").split("\x1f")
             return {"slug": slug, "title": title, "kind": kind}
-        stored = self.searcher.stored_fields(d)
+        stored = self.stored(d)
         return {"slug": stored.get("slug", ""), "title": stored.get("title", ""), "kind": stored.get("kind", "")}
+
+    def stored(self, d: int) -> dict[str, Any]:
+        """A document's stored fields (slug, title, excerpts...), from Whoosh."""
+        with self.reads:
+            return self.searcher.stored_fields(d)
 
     def first_at_least(self, fieldname: str, text: str) -> str | None:
         """The first term of a field (in any segment) that sorts at or after `text`, from the column files' sorted

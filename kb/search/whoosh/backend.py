@@ -1,0 +1,114 @@
+"""`WhooshBackend`: the search interface (kb.search.backend) answered from a Whoosh index on this machine.
+
+The index lives in `DATA_DIR/index`; saves reach it through the database's index queue (an `IndexQueueEntry`
+written in the save's own transaction), worked off right after the commit or by a per-process worker thread.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Mapping
+
+from kb.access import Viewer
+from kb.models import IndexQueueEntry, Page
+from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
+from kb.search.whoosh import maintenance, queries
+from kb.search.whoosh.engine import SearchIndex
+from kb.search.whoosh.maintenance import Worker, ensure_index, process_queue
+
+log = logging.getLogger(__name__)
+
+
+class WhooshBackend:
+    """One database's pages, searched through a Whoosh index in `data_dir/index` (see kb.search.backend for what
+    each method promises)."""
+
+    name = "whoosh"
+
+    def __init__(self, db, data_dir: str, sync_rebuild_limit: int = 5000):
+        self.db = db
+        self.data_dir = data_dir
+        self.index = SearchIndex(os.path.join(data_dir, "index"))
+        self.sync_rebuild_limit = sync_rebuild_limit  # a missing index up to this many pages is rebuilt right away
+        self.worker: Worker | None = None
+        self._worker_lock = threading.Lock()
+
+    # -- reading
+    def query(self, viewer: Viewer, text: str | None, filters: Mapping[str, str] | None = None,
+              sort: str = "relevance", limit: int = 10, offset: int = 0) -> SearchResults:
+        filters = filters or {}
+        limit = max(1, int(limit or 10))
+        offset = max(0, int(offset or 0))
+        return queries.search(self.index, viewer, text, kind=filters.get("kind"), tag=filters.get("tag"),
+                              status=filters.get("status"), year=filters.get("year"), sort=sort,
+                              page=offset // limit + 1, per_page=limit, offset=offset)
+
+    def suggest(self, viewer: Viewer, text: str | None, limit: int = 8) -> list[Suggestion]:
+        return queries.suggest(self.index, viewer, text, limit=limit)
+
+    def tried_before(self, viewer: Viewer, title: str | None, exclude: str | None = None,
+                     limit: int = 5) -> TriedBefore:
+        return queries.tried_before(self.index, viewer, title, exclude=exclude, limit=limit)
+
+    # -- keeping current: every change is a queue entry, committed with the change itself
+    def page_saved(self, session, page: Page) -> None:
+        session.add(IndexQueueEntry(page_id=page.id))
+
+    def page_deleted(self, session, page: Page) -> None:
+        session.add(IndexQueueEntry(page_id=page.id))
+
+    def page_renamed(self, session, page: Page, old_slug: str) -> None:
+        session.add(IndexQueueEntry(page_id=page.id))
+
+    def flush(self) -> int:
+        """Work the queue off now (a fresh instance's missing index is built first, if small). Never raises."""
+        try:
+            if not self.index.exists():
+                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
+                ensure_index(self.db, self.index, sync_limit=self.sync_rebuild_limit)
+            return process_queue(self.db, self.index, wait=0.25, max_batches=2)
+        except Exception:
+            log.exception("search index update after save failed; the worker will retry")
+            return 0
+
+    def kick(self) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker.wake.set()
+
+    def start_background(self) -> None:
+        """Start this process's index worker (again after a fork: a worker belongs to the process that made it)."""
+        worker = self.worker
+        if worker is not None and worker.alive():
+            return
+        with self._worker_lock:
+            if self.worker is None or not self.worker.alive():
+                self.worker = Worker(self.db, self.index).start()
+
+    # -- repair
+    def rebuild(self, progress: Progress | None = None) -> int:
+        report = maintenance.rebuild(self.db, self.data_dir, progress=progress)
+        self.index.close()
+        self.index.damaged = False
+        return report.pages
+
+    def check(self) -> CheckReport:
+        return maintenance.check(self.db, self.index)
+
+    def repair(self, report: CheckReport | None = None, progress: Progress | None = None) -> CheckReport:
+        return maintenance.repair(self.db, self.index, report, progress=progress)
+
+    def repair_at_start(self) -> str:
+        """Rebuild a missing or damaged index of up to `sync_rebuild_limit` pages now (a bigger one is rebuilt by
+        the worker while search answers "unavailable"): 'ok', 'rebuilt', 'skipped' or 'deferred'."""
+        return ensure_index(self.db, self.index, sync_limit=self.sync_rebuild_limit)
+
+    def ready(self) -> bool:
+        return self.index.exists()
+
+    def close(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+        self.index.close()
