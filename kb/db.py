@@ -49,9 +49,10 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self.search = None  # the search backend told of every change (kb.search.init_app binds it)
+        self._read = sessionmaker(self.engine, expire_on_commit=False, info={"kb_database": self})
         self._write_engine = self.engine.execution_options(kb_write=True)
-        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False, info={"kb_database": self})
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)

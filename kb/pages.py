@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased, defer
 from kb import access, kinds
 from kb.access import Viewer
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotFound, TooLarge
-from kb.models import IndexQueueEntry, Link, Page, PageTag, Revision, SlugRedirect, User, utcnow
+from kb.models import Link, Page, PageTag, Revision, SlugRedirect, User, utcnow
 from kb.render import mark_wanted, render, trusted, wiki_link_targets
 from kb.slugs import slugify
 
@@ -166,9 +166,11 @@ def _write_tags(session: Session, page: Page) -> None:
         session.execute(insert(PageTag), [{"page_id": page.id, "tag": t} for t in page.tags])
 
 
-def enqueue_index(session: Session, page_id: int) -> None:
-    """Ask for the page's search entry to be refreshed; committed with the save, so no update is lost."""
-    session.add(IndexQueueEntry(page_id=page_id))
+def _search(session: Session):
+    """The search backend bound to this session's database (kb.search.init_app binds it), told of every change in
+    the change's own transaction, so none is lost; None for a database used without an app."""
+    database = session.info.get("kb_database")
+    return getattr(database, "search", None)
 
 
 def line_diff(old: str, new: str, old_label: str = "before", new_label: str = "after") -> str:
@@ -256,7 +258,9 @@ def save_page(
                          created_at=now, comment=(comment or "")[:500]))
     _write_links(session, page, body_links)
     _write_tags(session, page)
-    enqueue_index(session, page.id)
+    search = _search(session)
+    if search is not None:
+        search.page_saved(session, page)
     session.flush()
     return page, created
 
@@ -293,7 +297,7 @@ def create_pages(session: Session, viewer: Viewer, new_pages: list[NewPage], whe
                               review_every=180, created_at=now, updated_at=now, updated_by_id=viewer.user_id))
     session.execute(insert(Page), page_rows)
     ids = dict(session.execute(select(Page.slug, Page.id).where(Page.slug.in_([n.slug for n in new_pages]))).all())
-    revisions, links, tags, queue = [], [], [], []
+    revisions, links, tags = [], [], []
     for n in new_pages:
         st, page_id = n.state, ids[n.slug]
         revisions.append(dict(page_id=page_id, number=1, slug=n.slug, title=st.title, kind=st.kind, fields=st.fields,
@@ -302,10 +306,12 @@ def create_pages(session: Session, viewer: Viewer, new_pages: list[NewPage], whe
                               comment=n.comment[:500]))
         links.extend(_link_rows(page_id, n.slug, st.kind, st.fields, n.links))
         tags.extend({"page_id": page_id, "tag": t} for t in st.tags or [])
-        queue.append({"page_id": page_id, "enqueued_at": now})
-    for model, rows in ((Revision, revisions), (Link, links), (PageTag, tags), (IndexQueueEntry, queue)):
+    for model, rows in ((Revision, revisions), (Link, links), (PageTag, tags)):
         if rows:
             session.execute(insert(model), rows)
+    search = _search(session)
+    if search is not None:
+        search.pages_written(session, list(ids.values()))
     return [ids[n.slug] for n in new_pages]
 
 
@@ -391,6 +397,9 @@ def rename(session: Session, viewer: Viewer, page: Page, new_title: str, base_re
     state.title = new_title
     saved, _ = save_page(session, viewer, slug, state, base_revision,
                          comment or f"Renamed from {old_slug!r}")
+    search = _search(session)
+    if search is not None and slug != old_slug:
+        search.page_renamed(session, saved, old_slug)
     return saved
 
 
@@ -399,7 +408,9 @@ def delete_page(session: Session, viewer: Viewer, page: Page, comment: str = "")
     if not viewer.may_curate or not access.can_read_page(viewer, page):
         raise NotAllowed("Only curators and administrators can delete pages.")
     page.deleted_at, page.deleted_by_id = utcnow(), viewer.user_id
-    enqueue_index(session, page.id)
+    search = _search(session)
+    if search is not None:
+        search.page_deleted(session, page)
     session.flush()
 
 
@@ -410,7 +421,9 @@ def restore_page(session: Session, viewer: Viewer, page_id: int) -> Page:
     if page is None or page.deleted_at is None:
         raise NotFound("There is no deleted page with that id.")
     page.deleted_at, page.deleted_by_id = None, None
-    enqueue_index(session, page.id)
+    search = _search(session)
+    if search is not None:
+        search.page_saved(session, page)
     session.flush()
     return page
 

@@ -81,7 +81,6 @@ def _readable(session: Session, viewer: Viewer, *where) -> list[Page]:
     return access.filter_readable(viewer, session.scalars(q))
 
 
-
 def watched_pages(session: Session, viewer: Viewer) -> list[Page]:
     page_ids, _ = watches(session, viewer.user_id) if viewer.signed_in else (set(), set())
     return _readable(session, viewer, Page.id.in_(page_ids or [-1]))

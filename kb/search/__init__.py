@@ -32,8 +32,10 @@ def init_app(app) -> None:
     request. Settings (kb.config): SEARCH_BACKGROUND, SEARCH_WORKER, SEARCH_SYNC_REBUILD_LIMIT."""
     from kb.search.whoosh import WhooshBackend
 
-    app.extensions[EXTENSION] = WhooshBackend(app.extensions["kb_db"], app.config["DATA_DIR"],
-                                              sync_rebuild_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
+    backend = WhooshBackend(app.extensions["kb_db"], app.config["DATA_DIR"],
+                            sync_rebuild_limit=app.config["SEARCH_SYNC_REBUILD_LIMIT"])
+    app.extensions[EXTENSION] = backend
+    app.extensions["kb_db"].search = backend  # saves tell it of each change in their own transaction
     app.before_request(lambda: _start_background(app))
 
 

@@ -183,6 +183,9 @@ class SearchBackend(Protocol):
 
     def page_saved(self, session: Session, page: Page) -> None: ...
 
+    def pages_written(self, session: Session, page_ids: list[int]) -> None:
+        """Many new pages written in bulk (an import), in the same transaction."""
+
     def page_deleted(self, session: Session, page: Page) -> None: ...
 
     def page_renamed(self, session: Session, page: Page, old_slug: str) -> None: ...

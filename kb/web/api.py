@@ -15,10 +15,6 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 PUT_KEYS = {"title", "kind", "fields", "tags", "visibility", "readers", "sources", "body", "base_revision", "comment"}
 
 
-
-
-
-
 def page_summary(page: Page) -> dict:
     return {"slug": page.slug, "title": page.title, "kind": page.kind, "status": page.status,
             "tags": list(page.tags or []), "visibility": page.visibility, "revision": page.revision,

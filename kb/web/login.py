@@ -66,10 +66,7 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _who_is_asking():
-        def has_endpoint(name: str) -> bool:
-            return name in current_app.view_functions
-
-        return {"viewer": current_viewer(), "has_endpoint": has_endpoint, "main_nav": MAIN_NAV}
+        return {"viewer": current_viewer(), "main_nav": MAIN_NAV}
     @login_manager.user_loader
     def _load_user(user_key: str):
         if bearer_token() is not None:

@@ -29,7 +29,6 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000"
 
 
-
 class SecurityMiddleware:
     """Adds the security headers to every response that leaves the app, whatever produced it, and marks cookies
     Secure when the request came over HTTPS (directly, or through a proxy trusted with KB_PROXY_FIX)."""

@@ -11,7 +11,9 @@ import threading
 from typing import Mapping
 
 from kb.access import Viewer
-from kb.models import IndexQueueEntry, Page
+from sqlalchemy import insert
+
+from kb.models import IndexQueueEntry, Page, utcnow
 from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
 from kb.search.whoosh import maintenance, queries
 from kb.search.whoosh.engine import SearchIndex
@@ -54,6 +56,11 @@ class WhooshBackend:
     # -- keeping current: every change is a queue entry, committed with the change itself
     def page_saved(self, session, page: Page) -> None:
         session.add(IndexQueueEntry(page_id=page.id))
+
+    def pages_written(self, session, page_ids: list[int]) -> None:
+        if page_ids:
+            now = utcnow()
+            session.execute(insert(IndexQueueEntry), [{"page_id": i, "enqueued_at": now} for i in page_ids])
 
     def page_deleted(self, session, page: Page) -> None:
         session.add(IndexQueueEntry(page_id=page.id))

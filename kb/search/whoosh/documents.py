@@ -194,7 +194,6 @@ def document_for(page: Page) -> dict[str, Any]:
     }
 
 
-
 @lru_cache(maxsize=100_000)
 def analyse_word(word: str) -> str | None:
     """One token's index term: lowercased and stemmed, or None for a stop word (as the STEM analyzer does)."""

@@ -111,7 +111,6 @@ def snippet_for(stored: dict[str, Any], terms: frozenset[str], prefixes: Iterabl
     return _plain_snippet(stored.get("excerpt") or stored.get("field_excerpt") or "")
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Searching
 
