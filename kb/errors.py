@@ -52,6 +52,16 @@ class EditConflict(KBError):
         self.diff = diff
 
 
+class BadParameter(KBError):
+    """A number or choice in a query string, form or JSON body that cannot be used; `name` says which."""
+
+    status = 400
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"Bad parameter {name}: {problem}", {name: problem})
+        self.name, self.problem = name, problem
+
+
 class TooLarge(KBError):
     status = 413
     message = "That is too large."

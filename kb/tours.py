@@ -27,6 +27,7 @@ from kb.models import Page, SlugRedirect, Tour, TourRead, TourRevision, TourStop
 from kb.slugs import slugify
 from kb.yamlfile import Loader, load_yaml, read_text
 
+MAX_MINUTES = 10_000  # a tour's reading time: a week of reading is already more than anyone plans
 TOUR_KEYS = ("slug", "title", "description", "audience", "minutes", "stops")
 STOP_KEYS = ("page", "note", "question")
 MAX_TITLE = 300
@@ -96,8 +97,9 @@ def clean_spec(data: Any, where: str, lines: dict[str, int] | None = None,
     if not isinstance(audience, list) or not all(isinstance(a, str) for a in audience):
         fail("audience", "audience must be a list of roles or job titles")
     minutes = data.get("minutes")
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0):
-        fail("minutes", "minutes must be a whole number")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int)
+                                or not 0 <= minutes <= MAX_MINUTES):
+        fail("minutes", f"minutes must be a whole number from 0 to {MAX_MINUTES}")
     raw_stops = data.get("stops") or []
     if not isinstance(raw_stops, list):
         fail("stops", "stops must be a list")

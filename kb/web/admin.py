@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from kb import accounts
 from kb.errors import InvalidFields, KBError, NotFound
 from kb.models import ROLES, AuditEntry, User
-from kb.web.context import db_session
+from kb.web.context import MAX_PAGE_NUMBER, db_session, whole_number
 from kb.web.login import current_viewer
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -68,10 +68,7 @@ def invite():
     s = db_session()
     name = request.form.get("name", "").strip()
     role = request.form.get("role", "reader")
-    try:
-        days = int(request.form.get("days") or accounts.INVITATION_DAYS)
-    except ValueError:
-        days = -1
+    days = whole_number(request.form, "days", accounts.INVITATION_DAYS, low=-1, high=3650)
     try:
         secret = accounts.create_invitation(s, current_viewer().user_id, name, role, days)
     except InvalidFields as e:
@@ -135,10 +132,7 @@ def reactivate(name: str):
 @bp.route("/audit")
 def audit():
     s = db_session()
-    try:
-        page_no = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page_no = 1
+    page_no = whole_number(request.args, "page", 1, low=1, high=MAX_PAGE_NUMBER)
     entries = accounts.audit_entries(s, AUDIT_PAGE + 1, (page_no - 1) * AUDIT_PAGE)
     total = s.scalar(select(func.count(AuditEntry.id))) or 0
     return render_template("admin/audit.html", entries=entries[:AUDIT_PAGE], has_next=len(entries) > AUDIT_PAGE,

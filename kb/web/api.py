@@ -5,9 +5,9 @@ from flask import Blueprint, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest
 
 from kb import access, pages
-from kb.errors import KBError, NotAllowed, NotSignedIn
+from kb.errors import BadParameter, KBError, NotAllowed, NotSignedIn
 from kb.models import Page, Revision
-from kb.web.context import db_session, iso, kick_index
+from kb.web.context import MAX_OFFSET, db_session, iso, kick_index, whole_number
 from kb.web.login import current_viewer, require_api_reader
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -58,8 +58,8 @@ def revision_json(rev: Revision, full: bool = False) -> dict:
 def list_pages():
     viewer = require_api_reader()
     try:
-        limit = max(1, min(int(request.args.get("limit", 500)), 5000))
-        offset = max(0, int(request.args.get("offset", 0)))
+        limit = whole_number(request.args, "limit", 500, low=1, high=5000)
+        offset = whole_number(request.args, "offset", 0, high=MAX_OFFSET)
     except ValueError:
         raise KBError("limit and offset must be whole numbers", {"limit": "whole number"})
     found = pages.list_pages(db_session(), viewer, kind=request.args.get("kind") or None,
@@ -105,8 +105,9 @@ def put_page(slug: str):
         sources=data.get("sources", existing.sources if existing else []),
         body=data.get("body", existing.body if existing else ""),
     )
-    base = data.get("base_revision")
-    if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+    try:
+        base = whole_number(data, "base_revision", None)
+    except BadParameter:
         return jsonify({"error": "Some fields are not valid.",
                         "details": {"base_revision": "must be a revision number"}}), 422
     comment = data.get("comment") or ""

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import calendar
 
+from typing import Any, Mapping
+
 from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter
 
 from kb import kinds
+from kb.errors import BadParameter
+
+# The largest whole number both databases store (a signed 64-bit integer): every number from outside is checked
+# against it here, so none reaches the database to overflow there.
+MAX_NUMBER = 2**63 - 1
+MAX_PAGE_NUMBER = 10_000_000  # of a paged list
+MAX_OFFSET = 1_000_000_000  # rows skipped in an API list
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -56,7 +66,37 @@ def iso(dt) -> str | None:
     return dt.isoformat() + "Z" if dt else None
 
 
+class NumberConverter(IntegerConverter):
+    """`<int:...>` in every route: a number too big for the database matches no route, so it is a 404 like any
+    other address that leads nowhere."""
+
+    def __init__(self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = MAX_NUMBER,
+                 signed: bool = False) -> None:
+        super().__init__(url_map, fixed_digits, min, max, signed)
+
+
+def whole_number(values: Mapping[str, Any], name: str, default: int | None, low: int = 0,
+                 high: int = MAX_NUMBER) -> int | None:
+    """The whole number called `name` in a query string, form or JSON body, between `low` and `high`; `default`
+    when it is absent or empty. Anything else raises BadParameter (400) naming it. The one place a number from
+    outside is read."""
+    raw = values.get(name)
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise BadParameter(name, "must be a whole number")
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    if not text.lstrip("-").isdigit() or len(text) > 30:
+        raise BadParameter(name, f"must be a whole number, not {text[:40]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadParameter(name, f"must be between {low} and {high}")
+    return value
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["int"] = NumberConverter
+
     @app.teardown_request
     def _close_session(_exc):
         session = g.pop("kb_session", None)

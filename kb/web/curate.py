@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from kb import access, kinds, pages
 from kb.curation import feed_tokens, handover, queues, reassignment, verification, watching
 from kb.curation.risk import RISK_RULES, RiskRow, at_risk
-from kb.errors import InvalidFields, NotAllowed, NotFound
+from kb.errors import BadParameter, InvalidFields, NotAllowed, NotFound
 from kb.models import Page, User
-from kb.web.context import db_session, kick_index, now
+from kb.web.context import db_session, kick_index, now, whole_number
 from kb.web.login import current_viewer, require_api_reader, require_reader
 from kb.web.security import is_safe_next
 
@@ -116,11 +116,7 @@ def recent():
     require_reader()
     viewer = current_viewer()
     filters = _recent_filters()
-    try:
-        limit = int(request.args.get("limit", RECENT_LIMITS[0]))
-    except ValueError:
-        limit = RECENT_LIMITS[0]
-    limit = min(max(limit, 1), RECENT_LIMITS[-1])
+    limit = whole_number(request.args, "limit", RECENT_LIMITS[0], low=1, high=RECENT_LIMITS[-1])
     s = db_session()
     rows = pages.recent_revisions(s, viewer, limit=limit, **filters)
     days = [(day, list(items)) for day, items in groupby(rows, key=lambda rp: rp[0].created_at.date())]
@@ -293,9 +289,9 @@ def care(slug: str):
                 flash("The page is on the review queue until someone verifies it.")
             else:
                 try:
-                    every = int(request.form.get("review_every", page.review_every))
-                except ValueError:
-                    raise InvalidFields({"review_every": "must be a whole number of days"})
+                    every = whole_number(request.form, "review_every", page.review_every, low=1, high=3650)
+                except BadParameter:
+                    raise InvalidFields({"review_every": "must be a whole number of days, up to ten years"})
                 kwargs = {"review_every": every}
                 verifier = request.form.get("verifier", "")
                 kwargs["verifier"] = find_user(verifier, "verifier") if verifier else None
@@ -433,10 +429,7 @@ def handover_wizard():
         if leader and leader != (draft.data or {}).get("outgoing"):
             flash("You already have a handover in progress. Finish it, or discard it at the bottom of the page "
                   "to start the new one.")
-        try:
-            wanted = int(request.args.get("step", draft.step + 1)) - 1
-        except ValueError:
-            wanted = draft.step
+        wanted = whole_number(request.args, "step", draft.step + 1, low=1, high=len(steps)) - 1
         return _wizard_page(draft, max(0, min(wanted, len(steps) - 1)), {})
 
     action = request.form.get("action", "next")
@@ -462,11 +455,7 @@ def handover_wizard():
         s.commit()
         flash("The handover in progress was discarded.")
         return redirect(url_for("curate.handover_wizard"))
-    try:
-        index = int(request.form.get("step", 0))
-    except ValueError:
-        index = 0
-    index = max(0, min(index, len(steps) - 1))
+    index = whole_number(request.form, "step", 0, high=len(steps) - 1)
     answers = handover.read_step(steps[index], request.form)
     if "readers" in answers and not viewer.may_curate:
         answers.pop("readers")

@@ -10,9 +10,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-from kb.web.login import current_viewer
 from kb import search as kb_search
+from kb.errors import BadParameter
 from kb.kinds import KINDS
+from kb.web.context import whole_number
+from kb.web.login import current_viewer
 
 bp = Blueprint("search", __name__)
 
@@ -21,27 +23,12 @@ MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 
 
-class BadParameter(ValueError):
-    def __init__(self, name: str, problem: str):
-        super().__init__(f"{name}: {problem}")
-        self.name, self.problem = name, problem
-
-
 def _backend() -> kb_search.SearchBackend:
     return kb_search.backend_for(current_app)
 
 
 def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, "")
-    if raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(name, f"must be a whole number, not {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise BadParameter(name, f"must be between {low} and {high}")
-    return value
+    return whole_number(request.args, name, default, low, high)
 
 
 def _text(name: str, limit: int = 200) -> str:

@@ -14,7 +14,7 @@ from kb import kinds, pages, tours
 from kb.derived import derived_facts
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotSignedIn
 from kb.models import utcnow
-from kb.web.context import db_session, iso
+from kb.web.context import db_session, iso, whole_number
 from kb.web.login import current_viewer, require_api_reader, require_reader
 
 bp = Blueprint("tours", __name__)
@@ -190,10 +190,7 @@ def restore(slug: str, number: int):
     tour = _load(slug)
     require_curator()
     s = db_session()
-    try:
-        base = int(request.form.get("base_revision") or 0)
-    except ValueError:
-        base = 0
+    base = whole_number(request.form, "base_revision", 0)
     try:
         tours.restore_revision(s, current_viewer(), tour, number, base)
     except InvalidFields as e:
@@ -275,10 +272,7 @@ def _edit_post(tour):
     s = db_session()
     viewer = current_viewer()
     spec, values = _draft_from_form(request.form)
-    try:
-        base = int(request.form.get("base_revision") or 0) or None
-    except ValueError:
-        base = None
+    base = whole_number(request.form, "base_revision", 0) or None
     action = request.form.get("action", "save")
     if action == "enter":  # Enter pressed in a text box: add the typed page if there is one, else save
         action = "add" if values["add_page"].strip() else "save"

@@ -9,7 +9,7 @@ from kb.derived import derived_facts
 from kb.ending import before_ending, ending_now
 from kb.errors import EditConflict, InvalidFields, KBError, NotAllowed, NotFound
 from kb.render import trusted
-from kb.web.context import db_session, kick_index, now
+from kb.web.context import MAX_PAGE_NUMBER, db_session, kick_index, now, whole_number
 from kb.web.forms import blank_rows, form_values, state_from_form
 from kb.web.login import current_viewer, require_reader
 
@@ -45,10 +45,7 @@ def index():
         kind = None
     status = (request.args.get("status") or "").strip() or None
     tag = (request.args.get("tag") or "").strip() or None
-    try:
-        page_no = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page_no = 1
+    page_no = whole_number(request.args, "page", 1, low=1, high=MAX_PAGE_NUMBER)
     per_page = 100
     s = db_session()
     found = pages.list_pages(s, viewer, kind=kind, tag=tag, status=status, limit=per_page + 1,
@@ -129,11 +126,8 @@ def revision(slug: str, number: int):
 def diff(slug: str):
     page = _load(slug)
     s = db_session()
-    try:
-        a = int(request.args.get("from", max(page.revision - 1, 1)))
-        b = int(request.args.get("to", page.revision))
-    except ValueError:
-        raise InvalidFields({"from": "revision numbers must be whole numbers"})
+    a = whole_number(request.args, "from", max(page.revision - 1, 1))
+    b = whole_number(request.args, "to", page.revision)
     rev_a, rev_b = pages.get_revision(s, page, a), pages.get_revision(s, page, b)
     return render_template("wiki/diff.html", page=page, a=rev_a, b=rev_b, lines=pages.diff_revisions(rev_a, rev_b),
                            revisions=pages.revisions(s, page))
@@ -189,10 +183,7 @@ def _save(page, kind_name: str):
     s = db_session()
     state = state_from_form(request.form, kind_name)
     comment = request.form.get("comment", "")
-    try:
-        base = int(request.form.get("base_revision") or 0) or None
-    except ValueError:
-        base = None
+    base = whole_number(request.form, "base_revision", 0) or None
     add_row = request.form.get("add_row")
     if add_row:
         return _editor(kind_name, page=page, state=state, base_revision=base, comment=comment,
@@ -250,10 +241,7 @@ def preview():
 def revert(slug: str, number: int):
     page = _load(slug)
     s = db_session()
-    try:
-        base = int(request.form.get("base_revision", 0))
-    except ValueError:
-        base = 0
+    base = whole_number(request.form, "base_revision", 0)
     pages.revert(s, current_viewer(), page, number, base)
     s.commit()
     kick_index()
@@ -272,7 +260,7 @@ def rename(slug: str):
         s = db_session()
         try:
             renamed = pages.rename(s, viewer, page, request.form.get("title", ""),
-                                   int(request.form.get("base_revision", 0) or 0), request.form.get("slug") or None,
+                                   whole_number(request.form, "base_revision", 0), request.form.get("slug") or None,
                                    request.form.get("comment", ""))
             s.commit()
             kick_index()
