@@ -6,6 +6,8 @@ Any other SQLAlchemy URL (PostgreSQL) works with no code change.
 """
 from __future__ import annotations
 
+import errno
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -13,16 +15,47 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from kb.errors import StorageFull
 from kb.models import Base, Page
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 30_000
+DISK_FULL_SQLSTATE = "53100"  # PostgreSQL's disk_full
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Does this driver error say the database or its disk is full (SQLite's SQLITE_FULL, PostgreSQL's disk_full,
+    or the operating system's "no space left on device")?"""
+    if getattr(error, "sqlstate", None) == DISK_FULL_SQLSTATE or getattr(error, "pgcode", None) == DISK_FULL_SQLSTATE:
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error).lower()
+    return "database or disk is full" in text or "no space left on device" in text
+
+
+def _storage_full_as_domain_error(engine: Engine) -> None:
+    """A full database or disk reaches the caller as kb.errors.StorageFull (a 507 with a message for people), and
+    the log says which database could not be written."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context):
+        if is_storage_full(context.original_exception):
+            log.error("storage full: could not write to the database at %s (%s)",
+                      engine.url.render_as_string(hide_password=True), context.original_exception)
+            return StorageFull()
+        return None
 
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        _storage_full_as_domain_error(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    _storage_full_as_domain_error(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):

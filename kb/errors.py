@@ -62,6 +62,15 @@ class BadParameter(KBError):
         self.name, self.problem = name, problem
 
 
+class StorageFull(KBError):
+    """The database (or the disk under it) is full: the change was rolled back, and saving works again once an
+    administrator frees space."""
+
+    status = 507
+    message = ("The server has run out of storage space, so nothing was saved. Please tell your administrator; "
+               "your text is still here.")
+
+
 class TooLarge(KBError):
     status = 413
     message = "That is too large."

@@ -6,7 +6,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from kb.errors import KBError
+from kb.db import is_storage_full
+from kb.errors import KBError, StorageFull
 
 
 def wants_json() -> bool:
@@ -38,5 +39,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _crash(e: Exception):
+        if is_storage_full(e):  # a file outside the database (the index, a key) could not be written
+            app.logger.error("storage full on %s %s: %s", request.method, request.path, e)
+            return error_response(StorageFull.status, StorageFull.message)
         app.logger.exception("Unhandled error on %s %s", request.method, request.path)
         return error_response(500, "Something went wrong on our side. Nothing was changed.")
