@@ -226,3 +226,38 @@ class Database:
 def init_app(app) -> None:
     """Bind a Database for the app's DATABASE_URL (no connection is made until one is needed)."""
     app.extensions["kb_db"] = Database(app.config["DATABASE_URL"])
+
+
+# --- Writes that race: what every write path uses so that concurrent requests get 409, never 500 -----------------
+
+
+def for_update(statement):
+    """`statement` (a select of ORM rows) locking the rows it finds until the transaction ends, and reloading them
+    (another writer may have changed them since this session last looked). PostgreSQL takes a row lock; SQLite
+    needs none (a write transaction holds the database's write lock from its start) and renders no FOR UPDATE."""
+    return statement.with_for_update().execution_options(populate_existing=True)
+
+
+def add_unless_taken(session: Session, obj) -> bool:
+    """Insert `obj` in a savepoint; False (and nothing written) if a unique key it has is already taken, for
+    example by a concurrent request that committed first. The transaction stays usable either way."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.add(obj)
+            session.flush()
+    except IntegrityError as e:
+        if not is_unique_violation(e):
+            raise
+        return False
+    return True
+
+
+def is_unique_violation(error) -> bool:
+    """Is this IntegrityError a unique key already taken (rather than, say, a missing foreign row)?"""
+    orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    text = str(orig)
+    return "UNIQUE constraint failed" in text or "PRIMARY KEY" in text or "duplicate key" in text
