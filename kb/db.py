@@ -12,18 +12,42 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kb.config import ConfigError
 from kb.models import Base, Generation, Page
 
 BUSY_TIMEOUT_MS = 30_000
 
 
+def engine_url(url: str) -> URL:
+    """`url` as SQLAlchemy reads it; a PostgreSQL URL without a driver (postgresql://, postgres://) uses psycopg 3,
+    the driver the `postgres` extra installs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling; other
+    databases check a pooled connection before use, so a restarted server is reconnected to by itself.
+
+    A URL that is not one, or names a driver that is not installed, raises ConfigError saying what to do."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            return create_engine(engine_url(url), pool_pre_ping=True)
+        except ArgumentError as e:
+            raise ConfigError(f"KB_DATABASE_URL is not a database URL kb can use ({e}). Use sqlite:///PATH or "
+                              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
+        except (NoSuchModuleError, ImportError) as e:
+            raise ConfigError(f"KB_DATABASE_URL names a database driver that is not installed ({e}). For PostgreSQL "
+                              "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE and install kb with its postgres "
+                              "extra (pip install 'district-kb[postgres]').") from None
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

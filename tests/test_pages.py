@@ -225,6 +225,8 @@ def test_generation_moves_when_a_row_is_deleted(app, db, admin):
 
 def test_lookups_by_address_use_the_address_index(app, db, admin):
     """"slug IN (...) AND deleted_at IS NULL" must not walk every live page (it did with a full deleted_at index)."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query planner")  # PostgreSQL plans with statistics
     from kb.access import page_clause
 
     save(db, admin, "Routine", "v1")

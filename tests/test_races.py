@@ -13,9 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conftest import PASSWORD
-
-ON_POSTGRES = False  # (until the suite runs on PostgreSQL)
+from conftest import ON_POSTGRES, PASSWORD
 from kb import accounts
 from kb.models import Invitation, Page, Revision, Tour, TourRead, TourRevision, User, Watch
 
