@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kb.config import ConfigError
-from kb.models import Base, Generation, Page
+from kb.models import Generation
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -205,13 +205,13 @@ class Database:
     def fast_reader(self) -> "FastReader":
         return FastReader(self)
 
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            # Upgrades: the full index on pages.deleted_at misled SQLite's planner (see models.Page).
-            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_pages_deleted_at")
-            for index in Page.__table__.indexes:
-                index.create(conn, checkfirst=True)
+    def upgrade(self) -> list[str]:
+        """Create or upgrade the schema by its migrations (kb.schema); returns the revisions applied."""
+        from kb import schema
+
+        return schema.upgrade(self._write_engine)
+
+    create_all = upgrade  # the name callers used before there were migrations
 
     def session(self, write: bool = False) -> Session:
         return (self._write if write else self._read)()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -83,7 +85,7 @@ class PostgresDatabases:
 
             name, url = self.create(empty=True)
             db = Database(url)
-            db.create_all()
+            db.upgrade()
             db.dispose()  # a template must have no connections while it is copied
             self.template = name
         name = self.prefix + uuid.uuid4().hex[:12]
@@ -100,6 +102,20 @@ class PostgresDatabases:
 
 
 _PG: PostgresDatabases | None = None
+_SQLITE_TEMPLATE: list[str] = []
+
+
+def _sqlite_template() -> str:
+    """A SQLite file with the schema at the newest migration, made once per run (and copied for each test)."""
+    if not _SQLITE_TEMPLATE:
+        from kb.db import Database
+
+        path = os.path.join(tempfile.mkdtemp(prefix="kb-template-"), "kb.sqlite3")
+        db = Database(f"sqlite:///{path}")
+        db.upgrade()
+        db.dispose()  # the last connection to close checkpoints the WAL into the file
+        _SQLITE_TEMPLATE.append(path)
+    return _SQLITE_TEMPLATE[0]
 
 
 def _postgres() -> PostgresDatabases:
@@ -114,13 +130,18 @@ def _drop_kept_databases():
     yield
     if _PG is not None:
         _PG.close()
+    for path in _SQLITE_TEMPLATE:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 def module_database_url(data_dir) -> str:
     """A database for a module-wide fixture (SQLite in `data_dir`), kept until the end of the run."""
     if not ON_POSTGRES:
         os.makedirs(data_dir, exist_ok=True)
-        return f"sqlite:///{os.path.join(data_dir, 'kb.sqlite3')}"
+        path = os.path.join(data_dir, "kb.sqlite3")
+        if not os.path.exists(path):
+            shutil.copyfile(_sqlite_template(), path)
+        return f"sqlite:///{path}"
     name, url = _postgres().create()
     _postgres().kept.append(name)
     return url
@@ -136,6 +157,8 @@ def new_database_url(tmp_path):
         if not ON_POSTGRES:
             path = tmp_path / "data" / "kb.sqlite3" if name == "kb" else tmp_path / f"{name}.sqlite3"
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not empty and not path.exists():
+                shutil.copyfile(_sqlite_template(), path)
             return f"sqlite:///{path}"
         db_name, url = _postgres().create(empty)
         made.append(db_name)
