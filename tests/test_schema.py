@@ -195,3 +195,33 @@ def test_a_database_url_that_cannot_be_used_gets_one_line_and_exit_1(url, words,
         line = _one_clear_line(_kb(*command, url=url, tmp_path=tmp_path), *words)
         assert "secret-pw" not in line
 
+
+# --- The database server going away while serving ----------------------------------------------------------------
+
+def _pg_ctl(*args: str) -> None:
+    command = [os.environ["KB_TEST_PG_CTL"], "-D", os.environ["KB_TEST_PG_DATA"], "-w", "-s", *args]
+    if os.environ.get("KB_TEST_PG_USER"):
+        command = ["runuser", "-u", os.environ["KB_TEST_PG_USER"], "--", *command]
+    subprocess.run(command, check=True, timeout=120, stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(not os.environ.get("KB_TEST_PG_DATA"), reason="needs the PostgreSQL server scripts/test starts")
+def test_a_database_server_that_goes_away_gives_503_and_the_app_recovers_by_itself(app, client, make_page):
+    make_page("Superintendent", body="Leads the district.")
+    assert client.post("/login", data={"name": "reader", "password": PASSWORD}).status_code == 302
+    assert client.get("/wiki/superintendent").status_code == 200
+    log = os.path.join(os.path.dirname(os.environ["KB_TEST_PG_DATA"]), "server.log")
+    _pg_ctl("-m", "fast", "stop")
+    try:
+        page = client.get("/wiki/superintendent")
+        assert page.status_code == 503 and int(page.headers["Retry-After"]) > 0
+        assert "try again" in page.get_data(as_text=True)
+        api = client.get("/api/pages/superintendent")
+        assert api.status_code == 503 and api.is_json and api.headers["Retry-After"]
+        saved = client.post("/wiki/superintendent/edit", data={"title": "Superintendent", "body": "x",
+                                                               "base_revision": "1"})
+        assert saved.status_code == 503
+    finally:
+        _pg_ctl("-l", log, "start")
+    assert client.get("/wiki/superintendent").status_code == 200  # same app, same pool: reconnected by itself
+    assert "Leads the district." in client.get("/api/pages/superintendent").get_data(as_text=True)
