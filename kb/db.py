@@ -38,17 +38,18 @@ def make_engine(url: str) -> Engine:
     databases check a pooled connection before use, so a restarted server is reconnected to by itself.
 
     A URL that is not one, or names a driver that is not installed, raises ConfigError saying what to do."""
-    if not url.startswith("sqlite"):
-        try:
-            return create_engine(engine_url(url), pool_pre_ping=True)
-        except ArgumentError as e:
-            raise ConfigError(f"KB_DATABASE_URL is not a database URL kb can use ({e}). Use sqlite:///PATH or "
-                              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
-        except (NoSuchModuleError, ImportError) as e:
-            raise ConfigError(f"KB_DATABASE_URL names a database driver that is not installed ({e}). For PostgreSQL "
-                              "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE and install kb with its postgres "
-                              "extra (pip install 'district-kb[postgres]').") from None
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    try:
+        parsed = engine_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    except (NoSuchModuleError, ImportError) as e:  # NoSuchModuleError is an ArgumentError: look at it first
+        raise ConfigError(f"KB_DATABASE_URL names a database driver that is not installed or not known ({e}). Use "
+                          "sqlite:///PATH, or postgresql://USER:PASSWORD@HOST:PORT/DATABASE with kb installed with "
+                          "its postgres extra (pip install 'district-kb[postgres]').") from None
+    except ArgumentError as e:
+        raise ConfigError(f"KB_DATABASE_URL is not a database URL kb can use ({e}). Use sqlite:///PATH or "
+                          "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):

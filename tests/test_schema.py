@@ -188,6 +188,8 @@ def test_a_database_of_another_application_is_left_alone(new_database_url, tmp_p
     ("postgresql://kb:secret-pw@127.0.0.1:1/kb", ["Cannot open the database", "127.0.0.1:1", "KB_DATABASE_URL"]),
     ("mysql://kb@127.0.0.1/kb", ["driver", "not installed", "KB_DATABASE_URL"]),
     ("not a database url", ["KB_DATABASE_URL", "not a database URL"]),
+    ("sqlite:/missing-slashes", ["KB_DATABASE_URL", "not a database URL"]),
+    ("sqlite+nodriver:///kb.sqlite3", ["driver", "not installed"]),
     ("sqlite:////nonexistent-folder/kb.sqlite3", ["Cannot open the database", "folder"]),
 ])
 def test_a_database_url_that_cannot_be_used_gets_one_line_and_exit_1(url, words, tmp_path):
