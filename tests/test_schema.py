@@ -227,3 +227,33 @@ def test_a_database_server_that_goes_away_gives_503_and_the_app_recovers_by_itse
         _pg_ctl("-l", log, "start")
     assert client.get("/wiki/superintendent").status_code == 200  # same app, same pool: reconnected by itself
     assert "Leads the district." in client.get("/api/pages/superintendent").get_data(as_text=True)
+
+
+def _start_up(url: str, barrier, results) -> None:
+    from kb.db import Database
+
+    database = Database(url)
+    barrier.wait(timeout=60)
+    try:
+        results.put(database.upgrade())
+    except BaseException as e:
+        results.put(repr(e))
+    finally:
+        database.dispose()
+
+
+def test_hosts_starting_at_once_upgrade_the_database_once(new_database_url):
+    import multiprocessing as mp
+
+    url = new_database_url("together", empty=True)
+    ctx = mp.get_context("forkserver")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_start_up, args=(url, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert all(isinstance(o, list) for o in out), out  # no start-up failed
+    upgraded = [o for o in out if o]
+    assert len(upgraded) == 1 and upgraded[0][-1] == schema.head(), out  # one did it; the others found it done
