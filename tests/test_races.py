@@ -237,3 +237,35 @@ def test_one_page_verified_at_once_is_verified(app, shared):
         assert page.verified_revision == page.revision == 1
         assert s.scalar(select(func.count(accounts.AuditEntry.id)).where(accounts.AuditEntry.action == "page.verify")) \
             == PROCESSES
+
+
+def _job_finish_handover(app, args):
+    from kb import curation
+    from kb.errors import KBError
+    from kb.models import Draft
+
+    from conftest import viewer_for
+
+    viewer = viewer_for(app, "contributor")
+    try:
+        with app.extensions["kb_db"].writing() as s:
+            draft = Draft(user_id=viewer.user_id, kind="handover", step=6,
+                          data={"title": "Handover: Superintendent", "visibility": "staff", "role": "Superintendent",
+                                "body": f"from {args['n']}"})
+            s.add(draft)
+            s.flush()
+            return curation.finish_handover(s, viewer, draft).page.slug
+    except KBError as e:
+        return type(e).__name__
+
+
+JOBS["finish_handover"] = _job_finish_handover
+
+
+@pytest.mark.xfail(ON_POSTGRES, strict=False, reason="kb.curation.finish_handover picks a free address, then saves: "
+                   "on PostgreSQL a handover finished at the same moment with the same title gets a 409 instead of "
+                   "the next free address")
+def test_handovers_with_one_title_finished_at_once_are_all_saved(app):
+    out = _race(app, "finish_handover", {})
+    assert all(o.startswith("handover-superintendent") for o in out), out  # never a 5xx; on SQLite -2, -3, ...
+    assert len(set(out)) == PROCESSES
