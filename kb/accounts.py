@@ -11,10 +11,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from kb.db import for_update, is_unique_violation
 from kb.errors import InvalidFields, NotAllowed, NotFound
 from kb.models import ROLES, ApiToken, AuditEntry, Invitation, SignInFailure, User, utcnow
 
@@ -102,7 +104,12 @@ def create_user(session: Session, name: str, role: str, password: str, display_n
         raise InvalidFields(errors)
     user = User(name=name, role=role, display_name=(display_name or "").strip(), password_hash=hash_password(password))
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as e:  # the same name created by another request at the same moment
+        if not is_unique_violation(e):
+            raise
+        raise InvalidFields({"name": f"there is already a user named {name!r}"}) from None
     audit(session, actor_id, "user.create", name, role=role, **audit_details)
     return user
 
@@ -150,6 +157,21 @@ def _wait_after(kind: str, failures: int) -> timedelta:
     return min(timedelta(seconds=2 ** min(failures - free, 20)), MAX_WAIT)
 
 
+def _lock_counters(session: Session, keys: list[str], now: datetime) -> None:
+    """Make sure a counter row exists for every key and lock them all until commit, so that parallel attempts on
+    one account or address are counted one after the other, never both against the same old count. SQLite needs
+    nothing: its write transactions run one at a time."""
+    if session.get_bind().dialect.name == "sqlite":
+        return
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    keys = sorted(set(keys))  # always the same order: two attempts never wait for each other's second row
+    session.execute(pg_insert(SignInFailure).values([{"key": k, "failures": 0, "last_failure_at": now} for k in keys])
+                    .on_conflict_do_nothing(index_elements=["key"]))
+    session.scalars(for_update(select(SignInFailure).where(SignInFailure.key.in_(keys)).order_by(SignInFailure.key)))\
+        .all()
+
+
 def sign_in_wait(session: Session, keys: list[str], now: datetime | None = None) -> int:
     """Seconds to wait before the next attempt on these keys may be checked (0: go ahead)."""
     now = now or utcnow()
@@ -172,8 +194,11 @@ def record_sign_in_failure(session: Session, keys: list[str], now: datetime | No
         else:
             row.failures = 1 if now - row.last_failure_at >= FORGET_AFTER else row.failures + 1
             row.last_failure_at = now
-    # Counters nobody touched for a long time would only grow the table.
-    session.execute(delete(SignInFailure).where(SignInFailure.last_failure_at < now - FORGET_AFTER))
+    # Counters nobody touched for a long time would only grow the table (those another attempt holds stay for now).
+    stale = (select(SignInFailure.key).where(SignInFailure.last_failure_at < now - FORGET_AFTER,
+                                             SignInFailure.key.not_in(keys))
+             .with_for_update(skip_locked=True))
+    session.execute(delete(SignInFailure).where(SignInFailure.key.in_(stale)))
     session.flush()
 
 
@@ -198,6 +223,7 @@ def begin_sign_in(session: Session, name: str, address: str | None, now: datetim
     now = now or utcnow()
     name = name if isinstance(name, str) else ""
     attempt = SignIn(name, throttle_keys(name, address))
+    _lock_counters(session, attempt.keys, now)
     attempt.wait = sign_in_wait(session, attempt.keys, now)
     if attempt.wait:
         return attempt  # not counted, and the password is not even looked at
@@ -217,10 +243,10 @@ def finish_sign_in(session: Session, attempt: SignIn) -> None:
     """After a successful check: forget the account's failures and take this attempt off the address's count
     (one good account must not unlock an address, so the rest of that count only fades with time)."""
     clear_sign_in_failures(session, attempt.keys[:1])
-    for key in attempt.keys[1:]:
-        row = session.get(SignInFailure, key)
-        if row is not None:
-            row.failures = max(0, row.failures - 1)
+    if attempt.keys[1:]:  # in SQL, not read-then-write: other attempts on the address may be counting now
+        session.execute(update(SignInFailure).where(SignInFailure.key.in_(attempt.keys[1:]))
+                        .values(failures=case((SignInFailure.failures > 0, SignInFailure.failures - 1), else_=0))
+                        .execution_options(synchronize_session=False))
 
 
 def sign_in(session: Session, name: str, password: str, address: str | None, now: datetime | None = None) -> SignIn:
@@ -356,7 +382,9 @@ def accept_invitation(session: Session, secret: str, password: str, display_name
     """Create the invited account with the password the invitee chose; the link cannot be used again."""
     now = now or utcnow()
     inv = open_invitation(session, secret, now)
-    if inv is None:
+    if inv is not None:  # locked until commit, and looked at again: the same link may be used twice at once
+        inv = session.scalar(for_update(select(Invitation).where(Invitation.id == inv.id)))
+    if inv is None or inv.used_at is not None:
         raise NotFound("This invitation link is not valid: it may have expired or been used already.")
     if confirm is not None and confirm != password:
         raise InvalidFields({"confirm_password": "does not match the password"})

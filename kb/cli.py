@@ -162,6 +162,25 @@ def check_command(repair: bool):
         sys.exit(1)
 
 
+@click.group("db")
+def db_group():
+    """The database schema."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade():
+    """Bring the database schema up to date (kb init and kb serve do this too); safe to run again."""
+    from kb import schema
+
+    applied = instance.prepare_database(current_app._get_current_object())
+    where = schema.where(_db().engine)
+    if applied:
+        click.echo(f"Upgraded the database {where} to revision {applied[-1]} ({len(applied)} applied).")
+    else:
+        click.echo(f"The database {where} is up to date (revision {schema.head()}).")
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Default: KB_PORT or 5000.")
@@ -179,7 +198,7 @@ def serve_command(host: str, port: int | None, workers: int, threads: int):
 
 
 COMMANDS = (init_command, import_command, export_command, user_group, token_group, reindex_command, check_command,
-            serve_command)
+            db_group, serve_command)
 
 
 def init_app(app) -> None:
@@ -203,7 +222,7 @@ def main(create_app) -> None:
 
     cli = FlaskGroup(create_app=lambda *_args, **_kwargs: create_app(), add_default_commands=False,
                      help="The district knowledge base. Commands: init, import, export, reindex, check, user, token, "
-                          "serve.")
+                          "db, serve.")
     try:
         cli(prog_name="kb")
     except ConfigError as e:

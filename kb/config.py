@@ -63,7 +63,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "KB_DATA_DIR", None,
             "Folder for the SQLite database, the search index and the generated secret key (default: instance/)."),
     Setting("DATABASE_URL", "KB_DATABASE_URL", None,
-            "SQLAlchemy URL of the database (default: SQLite in DATA_DIR)."),
+            "`sqlite:///PATH` or `postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (default: SQLite in "
+            "DATA_DIR; see Databases and several hosts)."),
     Setting("SECRET_KEY", "KB_SECRET_KEY", None,
             "Signs sessions; every host of one site needs the same (default: generated once in DATA_DIR)."),
     Setting("ANONYMOUS_READ", "KB_ANONYMOUS_READ", False,

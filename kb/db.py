@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kb.config import ConfigError
 from kb.errors import StorageFull
-from kb.models import Base, Page
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def is_storage_full(error: BaseException) -> bool:
     return "database or disk is full" in text or "no space left on device" in text
 
 
-def _storage_full_as_domain_error(engine: Engine) -> None:
+def _storage_full_as_domain_error(engine: Engine) -> Engine:
     """A full database or disk reaches the caller as kb.errors.StorageFull (a 507 with a message for people), and
     the log says which database could not be written."""
 
@@ -47,14 +48,38 @@ def _storage_full_as_domain_error(engine: Engine) -> None:
             return StorageFull()
         return None
 
+    return engine
+
+
+def engine_url(url: str) -> URL:
+    """`url` as SQLAlchemy reads it; a PostgreSQL URL without a driver (postgresql://, postgres://) uses psycopg 3,
+    the driver the `postgres` extra installs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling."""
-    if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_pre_ping=True)
-        _storage_full_as_domain_error(engine)
-        return engine
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling; other
+    databases check a pooled connection before use, so a restarted server is reconnected to by itself.
+
+    A URL that is not one, or names a driver that is not installed, raises ConfigError saying what to do."""
+    try:
+        parsed = engine_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return _storage_full_as_domain_error(create_engine(parsed, pool_pre_ping=True))
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    except (NoSuchModuleError, ImportError) as e:  # NoSuchModuleError is an ArgumentError: look at it first
+        raise ConfigError(f"KB_DATABASE_URL names a database driver that is not installed or not known ({e}). Use "
+                          "sqlite:///PATH, or postgresql://USER:PASSWORD@HOST:PORT/DATABASE with kb installed with "
+                          "its postgres extra (pip install 'district-kb[postgres]').") from None
+    except ArgumentError as e:
+        raise ConfigError(f"KB_DATABASE_URL is not a database URL kb can use ({e}). Use sqlite:///PATH or "
+                          "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
+
     _storage_full_as_domain_error(engine)
 
     @event.listens_for(engine, "connect")
@@ -87,13 +112,12 @@ class Database:
         self._write_engine = self.engine.execution_options(kb_write=True)
         self._write = sessionmaker(self._write_engine, expire_on_commit=False, info={"kb_database": self})
 
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            # Upgrades: the full index on pages.deleted_at misled SQLite's planner (see models.Page).
-            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_pages_deleted_at")
-            for index in Page.__table__.indexes:
-                index.create(conn, checkfirst=True)
+    def upgrade(self) -> list[str]:
+        """Create or upgrade the schema by its migrations (kb.schema); returns the revisions applied."""
+        from kb import schema
+
+        return schema.upgrade(self._write_engine)
+
 
     def session(self, write: bool = False) -> Session:
         return (self._write if write else self._read)()
@@ -126,3 +150,38 @@ class Database:
 def init_app(app) -> None:
     """Bind a Database for the app's DATABASE_URL (no connection is made until one is needed)."""
     app.extensions["kb_db"] = Database(app.config["DATABASE_URL"])
+
+
+# --- Writes that race: what every write path uses so that concurrent requests get 409, never 500 -----------------
+
+
+def for_update(statement):
+    """`statement` (a select of ORM rows) locking the rows it finds until the transaction ends, and reloading them
+    (another writer may have changed them since this session last looked). PostgreSQL takes a row lock; SQLite
+    needs none (a write transaction holds the database's write lock from its start) and renders no FOR UPDATE."""
+    return statement.with_for_update().execution_options(populate_existing=True)
+
+
+def add_unless_taken(session: Session, obj) -> bool:
+    """Insert `obj` in a savepoint; False (and nothing written) if a unique key it has is already taken, for
+    example by a concurrent request that committed first. The transaction stays usable either way."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.add(obj)
+            session.flush()
+    except IntegrityError as e:
+        if not is_unique_violation(e):
+            raise
+        return False
+    return True
+
+
+def is_unique_violation(error) -> bool:
+    """Is this IntegrityError a unique key already taken (rather than, say, a missing foreign row)?"""
+    orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    text = str(orig)
+    return "UNIQUE constraint failed" in text or "PRIMARY KEY" in text or "duplicate key" in text

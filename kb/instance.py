@@ -22,9 +22,12 @@ log = logging.getLogger(__name__)
 CONTENT_IMPORTED = "content_imported"
 
 
-def prepare_database(app: Flask) -> None:
-    """Create or upgrade the database schema."""
-    app.extensions["kb_db"].create_all()
+def prepare_database(app: Flask) -> list[str]:
+    """Create or upgrade the database schema to the newest migration; returns the revisions applied.
+
+    The one place the schema is changed. A database that cannot be used (unreachable, another application's,
+    newer than this code) raises kb.config.ConfigError with one line saying what to do."""
+    return app.extensions["kb_db"].upgrade()
 
 
 def prepare_search(app: Flask) -> str:

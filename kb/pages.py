@@ -12,10 +12,12 @@ from typing import Any, Iterable
 
 from markupsafe import Markup
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, defer
 
 from kb import access, kinds
 from kb.access import Viewer
+from kb.db import add_unless_taken, for_update, is_unique_violation
 from kb.errors import EditConflict, InvalidFields, NotAllowed, NotFound, TooLarge
 from kb.models import Link, Page, PageTag, Revision, SlugRedirect, User, utcnow
 from kb.render import mark_wanted, render, trusted, wiki_link_targets
@@ -214,11 +216,12 @@ def save_page(
         raise InvalidFields({"slug": "needs at least one letter or digit"})
     if not access.may_set_visibility(viewer, state.visibility):
         raise InvalidFields({"visibility": "only curators can make a page restricted"})
-    page = session.scalar(select(Page).where(Page.slug == slug))
+    # The page row stays locked until the save commits, so a concurrent save of it waits and then sees this one.
+    page = session.scalar(for_update(select(Page).where(Page.slug == slug)))
     if page is None:
         redirect = session.get(SlugRedirect, slug)
         if redirect is not None:
-            page = session.get(Page, redirect.page_id)
+            page = session.scalar(for_update(select(Page).where(Page.id == redirect.page_id)))
     created = page is None or page.deleted_at is not None
     if page is not None and page.deleted_at is None:
         if not access.can_read_page(viewer, page):
@@ -227,10 +230,7 @@ def save_page(
         if not access.can_edit_page(viewer, page):
             raise NotAllowed()
         if not base_revision or base_revision != page.revision:
-            current = session.scalar(select(Revision).where(Revision.page_id == page.id,
-                                                            Revision.number == page.revision))
-            raise EditConflict(page.revision, line_diff(_state_text(state), _state_text(current),
-                                                        "your version", f"revision {page.revision}"))
+            raise _conflict(session, page, state)
     elif page is not None and not viewer.is_admin:
         raise NotAllowed("A page with that address was deleted; ask an administrator to restore it.")
     elif base_revision and page is None:
@@ -240,7 +240,12 @@ def save_page(
     if page is None:
         page = Page(slug=slug, title=state.title, kind=state.kind, created_at=now,
                     owner_id=viewer.user_id, verifier_id=None, revision=0)
-        session.add(page)
+        if not add_unless_taken(session, page):
+            # Another save created this address since we looked (two creates at once): theirs stands.
+            taken = session.scalar(for_update(select(Page).where(Page.slug == slug)))
+            if taken is None or not access.can_read_page(viewer, taken):
+                raise NotAllowed("That page address is not available. Choose another title.")
+            raise _conflict(session, taken, state)
     number = page.revision + 1
     if html is None or body_links is None:
         rendered = render(state.body)
@@ -261,8 +266,22 @@ def save_page(
     search = _search(session)
     if search is not None:
         search.page_saved(session, page)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as e:  # a revision number taken by a writer that did not lock the page (never expected)
+        if not is_unique_violation(e):
+            raise
+        raise EditConflict(number - 1, "", "Someone else saved this page at the same moment. Your changes were "
+                                           "not saved; open the page again to see theirs.") from None
     return page, created
+
+
+def _conflict(session: Session, page: Page, state: PageState) -> EditConflict:
+    """The conflict of a save based on an older revision than `page` has: the diff from the editor's text to the
+    current text."""
+    current = session.scalar(select(Revision).where(Revision.page_id == page.id, Revision.number == page.revision))
+    return EditConflict(page.revision, line_diff(_state_text(state), _state_text(current or page),
+                                                 "your version", f"revision {page.revision}"))
 
 
 @dataclass
@@ -383,16 +402,23 @@ def rename(session: Session, viewer: Viewer, page: Page, new_title: str, base_re
     slug = slugify(new_slug or new_title)
     if not slug:
         raise InvalidFields({"title": "needs at least one letter or digit, so the page can have an address"})
+    session.scalar(for_update(select(Page).where(Page.id == page.id)))  # as save_page: wait for a save under way
     if base_revision != page.revision:
         raise EditConflict(page.revision, "")
     old_slug = page.slug
     if slug != old_slug:
+        taken = InvalidFields({"title": f"the address {slug!r} is already used by another page"})
         if _slug_taken(session, slug, page.id):
-            raise InvalidFields({"title": f"the address {slug!r} is already used by another page"})
+            raise taken
         session.execute(delete(SlugRedirect).where(SlugRedirect.old_slug == slug))
         session.add(SlugRedirect(old_slug=old_slug, page_id=page.id))
         page.slug = slug
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError as e:  # another page took the address at the same moment
+            if not is_unique_violation(e):
+                raise
+            raise taken from None
     state = PageState.of(page)
     state.title = new_title
     saved, _ = save_page(session, viewer, slug, state, base_revision,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from kb import access
 from kb.access import Viewer
+from kb.db import add_unless_taken, for_update
 from kb.errors import EditConflict, ImportFailed, InvalidFields, NotAllowed, NotFound, NotSignedIn
 from kb.models import Page, SlugRedirect, Tour, TourRead, TourRevision, TourStop, User, utcnow
 from kb.slugs import slugify
@@ -200,12 +201,18 @@ def save_tour(session: Session, viewer: Viewer, spec: TourSpec, comment: str = "
                 raise ImportFailed(f"{spec.where}:{stop.line}" if stop.line else spec.where, problem)
             raise InvalidFields({"stops": problem})
         pages_by_stop.append(page)
-    tour = session.scalar(select(Tour).where(Tour.slug == (slug or spec.slug)))
+    # Locked until commit: a concurrent save of this tour waits, then sees this one's revision.
+    tour = session.scalar(for_update(select(Tour).where(Tour.slug == (slug or spec.slug))))
     if tour is None:
         if slug is not None:
             raise NotFound("There is no tour here.")
         tour = Tour(slug=spec.slug, title=spec.title, owner_id=viewer.user_id, revision=0)
-        session.add(tour)
+        if not add_unless_taken(session, tour):  # created by someone else since we looked
+            if creating:
+                raise InvalidFields({"title": f"there is already a tour at the address {spec.slug!r}; "
+                                              "choose another title"})
+            raise EditConflict(0, "", "Someone else created this tour at the same moment. Your changes were not "
+                                      "saved; open the tour to see theirs.")
     elif base_revision is not None and base_revision != tour.revision:
         raise EditConflict(tour.revision, "", "Someone else saved this tour after you started editing. "
                                               "Your changes were not saved; open the tour again to see theirs.")
@@ -416,11 +423,14 @@ def mark_read(session: Session, viewer: Viewer, tour: Tour, state: StopState) ->
         raise NotSignedIn("Sign in to keep your place in a tour.")
     if not access.can_read_page(viewer, state.page):
         raise NotFound("This tour has no such stop.")
-    read = session.scalar(select(TourRead).where(TourRead.user_id == viewer.user_id, TourRead.tour_id == tour.id,
-                                                 TourRead.page_id == state.page.id))
+    mine = select(TourRead).where(TourRead.user_id == viewer.user_id, TourRead.tour_id == tour.id,
+                                  TourRead.page_id == state.page.id)
+    read = session.scalar(mine)
     if read is None:
-        read = TourRead(user_id=viewer.user_id, tour_id=tour.id, page_id=state.page.id)
-        session.add(read)
+        read = TourRead(user_id=viewer.user_id, tour_id=tour.id, page_id=state.page.id,
+                        page_revision=state.page.revision)
+        if not add_unless_taken(session, read):  # the same stop marked from another tab at the same moment
+            read = session.scalar(for_update(mine))
     read.page_revision = state.page.revision
     read.read_at = utcnow()
     session.flush()

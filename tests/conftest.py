@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
+import uuid
 
 import pytest
 
@@ -16,6 +19,161 @@ from kb.slugs import slugify
 PASSWORD = "correct horse battery staple"
 ROLES = ("admin", "curator", "contributor", "reader")
 
+# --- Which database: SQLite files on tmp_path, or a PostgreSQL server (KB_TEST_DATABASE_URL) with a database per
+# test, copied from a template made once per run with the schema already at the newest migration.
+
+PG_URL = os.environ.get("KB_TEST_DATABASE_URL", "")
+ON_POSTGRES = PG_URL.startswith("postgres")
+DATABASE_FIXTURES = {"app", "make_app", "client", "database_url", "new_database_url"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "database: uses the database (runs again on PostgreSQL)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use a database; on PostgreSQL run only those (the others ran on the SQLite leg)."""
+    kept, dropped = [], []
+    for item in items:
+        if _uses_database(item):
+            item.add_marker(pytest.mark.database)
+        (kept if not ON_POSTGRES or item.get_closest_marker("database") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _uses_database(item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if DATABASE_FIXTURES & names:
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        # A module-wide fixture that builds its own app or database.
+        for d in defs:
+            code = getattr(getattr(d, "func", None), "__code__", None)
+            if code is not None and {"_make_app", "module_database_url"} & set(code.co_names):
+                return True
+    return False
+
+
+class PostgresDatabases:
+    """Databases on the test server, named after this run; each is dropped when its test (or the run) ends."""
+
+    def __init__(self, url: str):
+        from sqlalchemy.engine import make_url
+
+        from kb.db import make_engine
+
+        self.url = make_url(url)
+        self.engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+        self.prefix = f"kbtest_{os.getpid()}_"
+        self.template = None
+        self.kept: list[str] = []
+
+    def _url(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def _execute(self, sql: str) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+
+    def create(self, empty: bool = False) -> tuple[str, str]:
+        """(name, URL) of a new database: a copy of the migrated template, or empty."""
+        if not empty and self.template is None:
+            from kb.db import Database
+
+            name, url = self.create(empty=True)
+            db = Database(url)
+            db.upgrade()
+            db.dispose()  # a template must have no connections while it is copied
+            self.template = name
+        name = self.prefix + uuid.uuid4().hex[:12]
+        self._execute(f'CREATE DATABASE "{name}"' + ("" if empty else f' TEMPLATE "{self.template}"'))
+        return name, self._url(name)
+
+    def drop(self, name: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        for name in self.kept + ([self.template] if self.template else []):
+            self.drop(name)
+        self.engine.dispose()
+
+
+_PG: PostgresDatabases | None = None
+_SQLITE_TEMPLATE: list[str] = []
+
+
+def _sqlite_template() -> str:
+    """A SQLite file with the schema at the newest migration, made once per run (and copied for each test)."""
+    if not _SQLITE_TEMPLATE:
+        from kb.db import Database
+
+        path = os.path.join(tempfile.mkdtemp(prefix="kb-template-"), "kb.sqlite3")
+        db = Database(f"sqlite:///{path}")
+        db.upgrade()
+        db.dispose()  # the last connection to close checkpoints the WAL into the file
+        _SQLITE_TEMPLATE.append(path)
+    return _SQLITE_TEMPLATE[0]
+
+
+def _postgres() -> PostgresDatabases:
+    global _PG
+    if _PG is None:
+        _PG = PostgresDatabases(PG_URL)
+    return _PG
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_kept_databases():
+    yield
+    if _PG is not None:
+        _PG.close()
+    for path in _SQLITE_TEMPLATE:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def module_database_url(data_dir) -> str:
+    """A database for a module-wide fixture (SQLite in `data_dir`), kept until the end of the run."""
+    if not ON_POSTGRES:
+        os.makedirs(data_dir, exist_ok=True)
+        path = os.path.join(data_dir, "kb.sqlite3")
+        if not os.path.exists(path):
+            shutil.copyfile(_sqlite_template(), path)
+        return f"sqlite:///{path}"
+    name, url = _postgres().create()
+    _postgres().kept.append(name)
+    return url
+
+
+@pytest.fixture
+def new_database_url(tmp_path):
+    """new_database_url(name, empty=False): the URL of another database for this test, dropped after it. On
+    PostgreSQL its schema is already at the newest migration unless `empty`; a SQLite file starts empty."""
+    made = []
+
+    def factory(name: str = "kb", empty: bool = False) -> str:
+        if not ON_POSTGRES:
+            path = tmp_path / "data" / "kb.sqlite3" if name == "kb" else tmp_path / f"{name}.sqlite3"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not empty and not path.exists():
+                shutil.copyfile(_sqlite_template(), path)
+            return f"sqlite:///{path}"
+        db_name, url = _postgres().create(empty)
+        made.append(db_name)
+        return url
+
+    yield factory
+    for db_name in made:
+        _postgres().drop(db_name)
+
+
+@pytest.fixture
+def database_url(new_database_url):
+    """The URL of this test's own database (the one the `app` fixture uses)."""
+    return new_database_url("kb")
+
 
 @functools.lru_cache(maxsize=None)
 def _password_hash(password: str) -> str:
@@ -25,14 +183,16 @@ def _password_hash(password: str) -> str:
     return hash_password(password)
 
 
-def _make_app(tmp_path, **overrides):
+def _make_app(tmp_path, database_url: str | None = None, **overrides):
+    if database_url is None:  # a module-wide app
+        database_url = module_database_url(tmp_path / "data")
     config = {
         "TESTING": True,
         "DATA_DIR": str(tmp_path / "data"),
         "SECRET_KEY": "test-secret",
         "WTF_CSRF_ENABLED": False,
         "SEARCH_BACKGROUND": False,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}",
+        "DATABASE_URL": database_url,
     }
     config.update(overrides)
     os.makedirs(config["DATA_DIR"], exist_ok=True)
@@ -45,19 +205,20 @@ def _make_app(tmp_path, **overrides):
 
 
 @pytest.fixture
-def app(tmp_path):
-    app = _make_app(tmp_path)
+def app(tmp_path, database_url):
+    app = _make_app(tmp_path, database_url)
     yield app
     app.extensions["kb_db"].dispose()
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    """Build an app with extra config (for CSRF or anonymous-reading tests)."""
+def make_app(tmp_path, database_url):
+    """Build an app with extra config (for CSRF or anonymous-reading tests); all share this test's database unless
+    given another DATABASE_URL."""
     built = []
 
     def factory(**overrides):
-        a = _make_app(tmp_path, **overrides)
+        a = _make_app(tmp_path, database_url, **overrides)
         built.append(a)
         return a
 

@@ -10,10 +10,11 @@ from kb.models import Page, Revision
 PROCESSES = 4
 
 
-def _worker(data_dir: str, token: str, base: int, label: str, barrier, results, rounds: int) -> None:
+def _worker(data_dir: str, url: str, token: str, base: int, label: str, barrier, results, rounds: int) -> None:
     from kb import create_app, instance
 
-    app = create_app({"DATA_DIR": data_dir, "TESTING": True, "SEARCH_BACKGROUND": False, "SECRET_KEY": "t"})
+    app = create_app({"DATA_DIR": data_dir, "DATABASE_URL": url, "TESTING": True, "SEARCH_BACKGROUND": False,
+                      "SECRET_KEY": "t"})
     instance.prepare(app)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
@@ -39,7 +40,7 @@ def _run(app, runner, rounds: int) -> tuple[list[int], list[int]]:
                       headers={"Authorization": f"Bearer {token}"}).status_code == 201
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(app.config["DATA_DIR"], token, 1, f"p{i}", barrier, results, rounds))
+    procs = [ctx.Process(target=_worker, args=(app.config["DATA_DIR"], app.config["DATABASE_URL"], token, 1, f"p{i}", barrier, results, rounds))
              for i in range(PROCESSES)]
     for p in procs:
         p.start()

@@ -190,6 +190,8 @@ def test_self_links_are_not_backlinks(db, admin):
 
 def test_lookups_by_address_use_the_address_index(app, db, admin):
     """"slug IN (...) AND deleted_at IS NULL" must not walk every live page (it did with a full deleted_at index)."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query planner")  # PostgreSQL plans with statistics
     from kb.access import page_clause
 
     save(db, admin, "Routine", "v1")
@@ -200,19 +202,3 @@ def test_lookups_by_address_use_the_address_index(app, db, admin):
     with db.engine.connect() as conn:
         plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "sqlite_autoindex_pages_1" in plan and "deleted" not in plan
-
-
-def test_start_up_replaces_the_old_deleted_at_index(tmp_path):
-    from sqlalchemy import inspect
-
-    from kb.db import Database
-
-    database = Database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
-    database.create_all()
-    with database.engine.begin() as conn:  # an instance made before the change
-        conn.exec_driver_sql("DROP INDEX ix_pages_deleted")
-        conn.exec_driver_sql("CREATE INDEX ix_pages_deleted_at ON pages (deleted_at)")
-    database.create_all()
-    names = {index["name"] for index in inspect(database.engine).get_indexes("pages")}
-    assert "ix_pages_deleted_at" not in names and "ix_pages_deleted" in names
-    database.dispose()

@@ -24,9 +24,9 @@ READER = Viewer(user_id=900, name="someone", role="reader")
 # --- Domain-level helpers: a database on tmp_path with Page rows inserted directly ------------------------------
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'kb.sqlite3'}")
-    database.create_all()
+def db(database_url):
+    database = Database(database_url)
+    database.upgrade()
     yield database
     database.dispose()
 
@@ -298,7 +298,7 @@ SAVER = textwrap.dedent("""
 
 
 def test_saves_from_two_processes_at_once_are_all_indexed(db, index, tmp_path):
-    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    url = db.url
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     procs = [subprocess.Popen([sys.executable, "-c", SAVER, url, str(tmp_path), name, "15"], env=env)
              for name in ("alpha", "beta")]

@@ -393,15 +393,15 @@ def test_parallel_guesses_cannot_get_past_the_limit(app, monkeypatch):
     assert sorted(statuses) == [401, 401] + [429] * 6
 
 
-def _second_app(tmp_path):
+def _second_app(app):
     """Another app (as another server process would build) on the same database."""
-    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "test-secret",
+    return create_app({"TESTING": True, "DATA_DIR": app.config["DATA_DIR"], "SECRET_KEY": "test-secret",
                        "WTF_CSRF_ENABLED": False, "SEARCH_BACKGROUND": False,
-                       "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"})
+                       "DATABASE_URL": app.config["DATABASE_URL"]})
 
 
 def test_throttling_holds_across_two_apps_on_one_database(app, tmp_path, quick_throttle):
-    other = _second_app(tmp_path)
+    other = _second_app(app)
     try:
         clients = [app.test_client(), other.test_client()]
         for i in range(accounts.FREE_FAILURES["account"]):
@@ -416,9 +416,9 @@ SERVER_SCRIPT = """
 import sys
 from werkzeug.serving import make_server
 from kb import create_app, instance
-data = sys.argv[1]
+data, url = sys.argv[1], sys.argv[2]
 app = create_app({"DATA_DIR": data, "SECRET_KEY": "test-secret", "WTF_CSRF_ENABLED": False,
-                  "SEARCH_BACKGROUND": False, "DATABASE_URL": "sqlite:///" + data + "/kb.sqlite3"})
+                  "SEARCH_BACKGROUND": False, "DATABASE_URL": url})
 instance.prepare(app)
 server = make_server("127.0.0.1", 0, app)
 print(server.server_port, flush=True)
@@ -426,9 +426,9 @@ server.serve_forever()
 """
 
 
-def _start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+def _start_server(data_dir: str, url: str) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), KB_ANONYMOUS_READ="")
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, data_dir], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, data_dir, url], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, proc.stdout
 
@@ -451,7 +451,7 @@ def _post_login(base: str, name: str, password: str) -> int:
 
 def test_throttling_holds_when_two_server_processes_are_attacked_in_turn(app):
     data_dir = app.config["DATA_DIR"]
-    procs = [_start_server(data_dir) for _ in range(2)]
+    procs = [_start_server(data_dir, app.config["DATABASE_URL"]) for _ in range(2)]
     try:
         bases = []
         for proc, out in procs:
@@ -635,9 +635,17 @@ def test_invitation_and_token_secrets_are_not_stored_in_clear(app, client, auth)
     invite = re.search(r"/invite/([A-Za-z0-9_-]+)", r.get_data(as_text=True)).group(1)
     token = re.search(r"kb_[A-Za-z0-9_-]+", client.post("/account/tokens", data={"name": "x"})
                       .get_data(as_text=True)).group(0)
-    db_file = Path(app.config["DATA_DIR"]) / "kb.sqlite3"
-    app.extensions["kb_db"].dispose()
-    raw = b"".join(p.read_bytes() for p in db_file.parent.glob("kb.sqlite3*"))
+    db = app.extensions["kb_db"]
+    if db.engine.dialect.name == "sqlite":
+        db_file = Path(db.engine.url.database)
+        db.dispose()
+        raw = b"".join(p.read_bytes() for p in db_file.parent.glob(db_file.name + "*"))
+    else:  # every row of every table, as text
+        from kb.models import Base
+
+        with db.engine.connect() as conn:
+            raw = "".join(str(conn.exec_driver_sql(f'SELECT t::text FROM "{name}" t').all())
+                          for name in Base.metadata.tables).encode()
     assert invite.encode() not in raw and token.encode() not in raw
 
 

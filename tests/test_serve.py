@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench import free_port, wait_for
+from conftest import module_database_url
 
 KB = str(Path(sys.executable).parent / "kb")
 ADMIN_PASSWORD = "served-admin-password"
@@ -22,7 +23,8 @@ ADMIN_PASSWORD = "served-admin-password"
 def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("served")
     home = tmp_path_factory.mktemp("home")
-    env = dict(os.environ, KB_DATA_DIR=str(data), KB_ADMIN_PASSWORD=ADMIN_PASSWORD, HOME=str(home))
+    env = dict(os.environ, KB_DATA_DIR=str(data), KB_ADMIN_PASSWORD=ADMIN_PASSWORD, HOME=str(home),
+               KB_DATABASE_URL=module_database_url(data))
     env.pop("XDG_RUNTIME_DIR", None)
     init = subprocess.run([KB, "init"], env=env, capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr

@@ -91,7 +91,7 @@ def test_a_stop_may_not_repeat_a_page(app, tmp_path):
             transfer.import_tree(s, viewer(app, "admin"), root)
 
 
-def test_tours_import_and_export_round_trip(app, tmp_path, make_app):
+def test_tours_import_and_export_round_trip(app, tmp_path, make_app, new_database_url):
     root = write_content(tmp_path, """\
         slug: first-weeks
         title: First weeks
@@ -113,7 +113,7 @@ def test_tours_import_and_export_round_trip(app, tmp_path, make_app):
     with app.extensions["kb_db"].reading() as s:
         transfer.export_tree(s, viewer(app, "admin"), out)
         original = tours.tour_spec(tours.get_tour(s, "first-weeks")).snapshot()
-    other = make_app(DATA_DIR=str(tmp_path / "other"), DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    other = make_app(DATA_DIR=str(tmp_path / "other"), DATABASE_URL=new_database_url("other"))
     with other.extensions["kb_db"].writing() as s:
         transfer.import_tree(s, viewer(other, "admin"), out)
     with other.extensions["kb_db"].reading() as s:
@@ -488,11 +488,11 @@ def test_api_errors_for_unknown_tours_bad_json_and_anonymous_writes(client, auth
     assert r.status_code == 400 and r.get_json()["error"]
 
 
-def test_api_progress_with_a_token_needs_no_csrf_but_a_cookie_does(make_app, tmp_path):
+def test_api_progress_with_a_token_needs_no_csrf_but_a_cookie_does(make_app, tmp_path, new_database_url):
     from kb import accounts, pages
 
     app = make_app(WTF_CSRF_ENABLED=True, DATA_DIR=str(tmp_path / "csrf"),
-                   DATABASE_URL=f"sqlite:///{tmp_path / 'csrf.sqlite3'}")
+                   DATABASE_URL=new_database_url("csrf"))
     with app.extensions["kb_db"].writing() as s:
         pages.save_page(s, viewer(app, "admin"), None, pages.PageState(title="Leadership churn"), None)
         token = accounts.create_token(s, s.scalar(select(User).where(User.name == "reader")), "test")
@@ -519,10 +519,10 @@ def test_domain_checks_refuse_bad_tours():
         tours.clean_spec({"title": "T", "stops": [{"page": "a", "colour": "red"}]}, "")
 
 
-def test_anonymous_visitors_read_tours_only_when_anonymous_reading_is_on(make_app, tmp_path):
+def test_anonymous_visitors_read_tours_only_when_anonymous_reading_is_on(make_app, tmp_path, new_database_url):
     for anonymous_read in (False, True):
         app = make_app(ANONYMOUS_READ=anonymous_read, DATA_DIR=str(tmp_path / f"anon{anonymous_read}"),
-                       DATABASE_URL=f"sqlite:///{tmp_path / f'anon{anonymous_read}.sqlite3'}")
+                       DATABASE_URL=new_database_url(f"anon{int(anonymous_read)}"))
         from kb import pages
 
         with app.extensions["kb_db"].writing() as s:

@@ -91,12 +91,13 @@ def test_import_reads_pages_fields_links_and_tours(app, runner, corpus):
     assert "3 unchanged" in result.output and counts(app) == before
 
 
-def test_export_then_import_into_an_empty_instance_round_trips(app, runner, corpus, tmp_path, make_app):
+def test_export_then_import_into_an_empty_instance_round_trips(app, runner, corpus, tmp_path, make_app,
+                                                              new_database_url):
     runner.invoke(args=["import", str(corpus)])
     out = tmp_path / "export"
     result = runner.invoke(args=["export", str(out)])
     assert result.exit_code == 0, result.output
-    other = make_app(DATA_DIR=str(tmp_path / "other"), DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    other = make_app(DATA_DIR=str(tmp_path / "other"), DATABASE_URL=new_database_url("other"))
     result = other.test_cli_runner().invoke(args=["import", str(out)])
     assert result.exit_code == 0, result.output
 

@@ -1,0 +1,1 @@
+"""Schema migrations (Alembic), run from kb.db; no alembic.ini is needed."""
