@@ -212,7 +212,7 @@ def _import_existing(session: Session, viewer: Viewer, p: ParsedPage, html: str,
     base = existing.revision if existing is not None and existing.deleted_at is None else None
     try:
         _, created = pages.save_page(session, viewer, p.slug, p.state, base, f"Imported from {p.path}",
-                                     html=html, body_links=links, refresh_linking_pages=False)
+                                     html=html, body_links=links)
     except KBError as e:
         raise ImportFailed(p.path, e.message) from None
     if created:
