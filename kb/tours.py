@@ -25,7 +25,7 @@ from kb.access import Viewer
 from kb.errors import EditConflict, ImportFailed, InvalidFields, NotAllowed, NotFound, NotSignedIn
 from kb.models import Page, SlugRedirect, Tour, TourRead, TourRevision, TourStop, User, utcnow
 from kb.slugs import slugify
-from kb.yamlfile import Loader, load_yaml, read_text
+from kb.yamlfile import MAX_YAML_BYTES, Loader, load_yaml, read_text
 
 TOUR_KEYS = ("slug", "title", "description", "audience", "minutes", "stops")
 STOP_KEYS = ("page", "note", "question")
@@ -145,7 +145,7 @@ def _stop_lines(text: str) -> list[int]:
 
 def parse_tour_file(path: Path, where: str) -> TourSpec:
     """Read one tour file; ImportFailed names the file and line of the first problem."""
-    text = read_text(path, where)
+    text = read_text(path, where, limit=MAX_YAML_BYTES)
     data, lines = load_yaml(text, where)
     return clean_spec(data, where, lines, _stop_lines(text))
 

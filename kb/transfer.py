@@ -22,11 +22,12 @@ from kb.errors import ImportFailed, InvalidFields, KBError
 from kb.models import Page, User
 from kb.render import render
 from kb.slugs import slugify
-from kb.yamlfile import Dumper, load_yaml, read_text
+from kb.yamlfile import MAX_YAML_BYTES, Dumper, load_yaml, read_text
 
 PAGE_KEYS = ("title", "slug", "kind", "tags", "visibility", "readers", "owner", "sources", "review_every",
              "verified_by", "verified_on", "fields")
 SKIPPED_NAMES = {"readme.md"}
+MAX_PAGE_FILE_BYTES = pages.MAX_BODY_BYTES + MAX_YAML_BYTES + 1024  # the largest body, front matter and its lines
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _date_text(value: Any) -> Any:
 
 def parse_page_file(path: Path, where: str) -> ParsedPage:
     """Read one page file; ImportFailed names the file and line of the first problem."""
-    text = read_text(path, where)
+    text = read_text(path, where, limit=MAX_PAGE_FILE_BYTES)
     front, first_line, body = split_front_matter(text, where)
     meta, lines = load_yaml(front, where, first_line)
     if meta is None:
@@ -133,17 +134,53 @@ def _render_one(body: str) -> tuple[str, list[str]]:
 
 
 def find_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """(page files, tour files) under root, in a stable order."""
+    """(page files, tour files) under root, in a stable order.
+
+    Symbolic links are followed only where they stay inside root: a link (to a file or a folder) that leads outside
+    it aborts the import with ImportFailed naming the link, so an import never reads a file outside the folder it
+    was given. Hidden files and folders (names starting with '.') are not read at all."""
+    real_root = os.path.realpath(root)
     page_files, tour_files = [], []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        rel = path.relative_to(root)
-        if rel.parts[0] == "tours" and path.suffix in (".yaml", ".yml"):
-            tour_files.append(path)
-        elif path.suffix == ".md" and path.name.lower() not in SKIPPED_NAMES:
-            page_files.append(path)
-    return page_files, tour_files
+    seen_dirs, seen_files = {real_root}, set()
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == real_root or real.startswith(real_root + os.sep)
+
+    def refuse(path: str) -> ImportFailed:
+        shown = os.path.relpath(path, root.parent) if root.parent != root else path
+        return ImportFailed(shown, f"is a symbolic link to {os.path.realpath(path)}, outside the import folder; "
+                                   "copy the file into the folder instead")
+
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in list(dirs):
+            path = os.path.join(folder, name)
+            if name.startswith("."):
+                dirs.remove(name)
+            elif os.path.islink(path):
+                if not inside(path):
+                    raise refuse(path)
+                if os.path.realpath(path) in seen_dirs:  # a loop, or a folder already read
+                    dirs.remove(name)
+                    continue
+            seen_dirs.add(os.path.realpath(path))
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.startswith("."):
+                continue
+            if os.path.islink(path) and not inside(path):
+                raise refuse(path)
+            if not os.path.isfile(path) or os.path.realpath(path) in seen_files:
+                continue
+            seen_files.add(os.path.realpath(path))
+            p = Path(path)
+            rel = p.relative_to(root)
+            if rel.parts[0] == "tours" and p.suffix in (".yaml", ".yml"):
+                tour_files.append(p)
+            elif p.suffix == ".md" and p.name.lower() not in SKIPPED_NAMES:
+                page_files.append(p)
+    return sorted(page_files), sorted(tour_files)
 
 
 def parse_tree(root: Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[ParsedPage], list]:

@@ -1,0 +1,107 @@
+"""Faults and hostile input: YAML bombs, symlinks out of an import folder, damaged index files, killed commands.
+
+The quick tests run in seconds; the kill -9 ones are marked `slow` (they run by default; skip them locally with
+`-m "not slow"`)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from kb.models import Page
+
+LAUGHS = "\n".join(["lol0: &a0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]"] +
+                   [f"lol{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+                    f"*a{i - 1}, *a{i - 1}]" for i in range(1, 10)])
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def page_count(app) -> int:
+    with app.extensions["kb_db"].reading() as s:
+        return s.scalar(select(func.count(Page.id)))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "corpus"
+    write(root, "a.md", "---\ntitle: Alpha\n---\nFirst page.\n")
+    return root
+
+
+# --- YAML: no anchors or aliases, capped sizes, refused in milliseconds
+
+def test_a_billion_laughs_front_matter_is_refused_in_milliseconds_naming_file_and_line(app, runner, folder):
+    write(folder, "bomb.md", "---\ntitle: Laughs\nfields:\n" +
+          "\n".join("  " + line for line in LAUGHS.splitlines()) + "\n---\nbody\n")
+    started = time.monotonic()
+    result = runner.invoke(args=["import", str(folder)])
+    elapsed = time.monotonic() - started
+    assert result.exit_code != 0 and "nothing was written" in result.output
+    assert "corpus/bomb.md:4" in result.output and "anchors and aliases are not allowed" in result.output
+    assert elapsed < 2.0
+    assert page_count(app) == 0
+
+
+def test_a_billion_laughs_tour_file_is_refused_in_milliseconds(app, runner, folder):
+    write(folder, "tours/bomb.yaml", "title: Laughs\nslug: laughs\n" + LAUGHS + "\nstops:\n  - page: alpha\n")
+    started = time.monotonic()
+    result = runner.invoke(args=["import", str(folder)])
+    assert time.monotonic() - started < 2.0
+    assert result.exit_code != 0 and "tours/bomb.yaml:3" in result.output
+    assert "anchors and aliases are not allowed" in result.output
+
+
+def test_a_single_alias_is_refused_too(app, runner, folder):
+    write(folder, "b.md", "---\ntitle: &t Beta\ntags: [*t]\n---\n")
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code != 0 and "b.md:2" in result.output and "anchor &t" in result.output
+
+
+def test_oversized_front_matter_and_tour_files_are_refused(app, runner, folder):
+    from kb.yamlfile import MAX_YAML_BYTES
+
+    filler = "\n".join(f"# {'x' * 70}" for _ in range(MAX_YAML_BYTES // 70 + 10))
+    write(folder, "big.md", f"---\ntitle: Big\n{filler}\n---\nbody\n")
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code != 0 and "big.md:2" in result.output and "too large" in result.output
+    (folder / "big.md").unlink()
+    write(folder, "tours/big.yaml", f"title: Big\n{filler}\nstops: []\n")
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code != 0 and "tours/big.yaml:1" in result.output and "too large" in result.output
+    assert page_count(app) == 0
+
+
+# --- Symlinks: an import never reads outside its folder
+
+def test_a_symlink_pointing_outside_the_import_folder_is_refused_by_name(app, runner, folder, tmp_path):
+    secret = write(tmp_path / "elsewhere", "secret.md", "---\ntitle: Secret\n---\nquokkaplume\n")
+    (folder / "linked.md").symlink_to(secret)
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code != 0 and "nothing was written" in result.output
+    assert "corpus/linked.md" in result.output and "outside the import folder" in result.output
+    assert page_count(app) == 0
+
+
+def test_a_symlinked_folder_pointing_outside_is_refused_and_one_inside_is_followed(app, runner, folder, tmp_path):
+    outside = tmp_path / "elsewhere"
+    write(outside, "tours/t.yaml", "title: T\nstops:\n  - page: alpha\n")
+    (folder / "tours").symlink_to(outside / "tours", target_is_directory=True)
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code != 0 and "corpus/tours" in result.output and "outside the import folder" in result.output
+    (folder / "tours").unlink()
+    # A link that stays inside the folder is harmless: it is read like what it points to, each file once.
+    write(folder, "inner/b.md", "---\ntitle: Beta\n---\n")
+    (folder / "also-b.md").symlink_to(folder / "inner" / "b.md")
+    (folder / "pages").symlink_to(folder / "inner", target_is_directory=True)
+    (folder / "inner" / "loop").symlink_to(folder, target_is_directory=True)
+    result = runner.invoke(args=["import", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 new pages" in result.output
