@@ -105,3 +105,50 @@ def test_a_symlinked_folder_pointing_outside_is_refused_and_one_inside_is_follow
     result = runner.invoke(args=["import", str(folder)])
     assert result.exit_code == 0, result.output
     assert "Imported 2 new pages" in result.output
+
+
+# --- The background merge and another process's swap
+
+def test_a_merge_that_meets_another_processes_swap_logs_one_info_line_not_an_error(app, make_page, monkeypatch,
+                                                                                    caplog):
+    import logging
+    import os
+    import shutil
+    import uuid
+
+    from whoosh.index import FileIndex
+
+    from kb.search.whoosh import maintenance
+
+    for i in range(maintenance.MERGE_AT + 2):
+        make_page(f"Merge page {i}", body=f"word{i}")
+    index = app.extensions["kb_search"].index
+    root = index.root
+    original = FileIndex.writer
+
+    def writer(self, **kwargs):
+        w = original(self, **kwargs)
+        commit = w.commit
+
+        def swapped_then_commit(**kw):
+            # Another process rebuilt the index meanwhile: a new build is swapped in and this one removed.
+            old = index.current_build()
+            new = f"b-{uuid.uuid4().hex}"
+            shutil.copytree(index.build_dir(old), index.build_dir(new))
+            maintenance._swap(root, new)
+            shutil.rmtree(index.build_dir(old))
+            return commit(**kw)
+
+        w.commit = swapped_then_commit
+        return w
+
+    monkeypatch.setattr(FileIndex, "writer", writer)
+    caplog.set_level(logging.INFO, logger="kb")
+    assert maintenance.merge_segments(index) is False
+    monkeypatch.setattr(FileIndex, "writer", original)
+    swaps = [r for r in caplog.records if r.name.startswith("kb.search")]
+    assert [r.levelname for r in swaps] == ["INFO"], [(r.levelname, r.getMessage()) for r in swaps]
+    assert "swapped" in swaps[0].getMessage() and not swaps[0].exc_info
+    assert os.path.isdir(index.build_dir(index.current_build()))
+    # The next merge works on the new build.
+    assert maintenance.merge_segments(index) is True

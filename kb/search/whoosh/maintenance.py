@@ -127,7 +127,11 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
             pass
         if not isinstance(e, Exception):
             raise
-        log.warning("search index update failed (%r); %d page(s) wait in the queue", e, len(entries))
+        if index.current_build() != index._build:  # another process swapped in a new index: routine
+            log.info("search index was swapped by another process; %d page(s) wait for the new one", len(entries))
+            index.close()
+        else:
+            log.warning("search index update failed (%r); %d page(s) wait in the queue", e, len(entries))
         return -1
     ids = [i for i, _ in entries]
     try:
@@ -182,23 +186,39 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
 
 
 def merge_segments(index: SearchIndex) -> bool:
-    """Merge small segments (Whoosh's MERGE_SMALL) when there are more than MERGE_AT; for the background worker."""
+    """Merge small segments (Whoosh's MERGE_SMALL) when there are more than MERGE_AT; for the background worker.
+
+    Another process may swap in a rebuilt index (and remove the build this one read) while the merge runs: that is
+    routine, nothing is lost (the new build has every page), and it is logged as one INFO line. Any other failure
+    is an ERROR with its traceback."""
     with index.write_lock:
         try:
             ix = index.open()
+            build = index._build
             if len(internals.segments(ix)) <= MERGE_AT:
                 return False
             writer = ix.writer(timeout=0.0)
         except (LockError, IndexUnavailable):
             return False
-        try:
-            writer.commit(merge=True)
-            _tidy_columns(ix)
-            return True
-        except Exception:
-            writer.cancel()
-            log.exception("merging search index segments failed")
-            return False
+        with _quiet_damage() as state:
+            try:
+                writer.commit(merge=True)
+                _tidy_columns(ix)
+                return True
+            except Exception as e:
+                state["failed"] = True
+                try:
+                    writer.cancel()
+                except Exception:
+                    pass
+                writer = None  # its open files are freed by _quiet_damage, without ResourceWarnings
+                if index.current_build() != build or not os.path.isdir(index.build_dir(build or "")):
+                    log.info("search index merge skipped: another process swapped in a new index (%s)",
+                             type(e).__name__)
+                    index.close()
+                else:
+                    log.exception("merging search index segments failed")
+                return False
 
 
 def queue_length(db) -> int:
