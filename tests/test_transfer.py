@@ -238,3 +238,36 @@ def test_an_export_restores_onto_an_instance_that_already_has_pages(app, runner,
         page = s.scalar(select(Page).where(Page.slug == "carol-johnson"))
         assert page.body.startswith("Superintendent when the partnership began.")
         assert s.scalar(select(Page).where(Page.slug == "written-later")) is not None
+
+
+def test_after_a_big_import_everything_written_is_findable_and_check_agrees(app, runner, tmp_path):
+    from kb import search
+
+    from tests.conftest import viewer_for
+
+    root = tmp_path / "big"
+    for i in range(2000):
+        write(root, f"p{i:04d}.md", f"---\ntitle: Big page {i}\n---\nword{i} and [[Big page {i + 1}]].\n")
+    result = runner.invoke(args=["import", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 2000 new pages" in result.output and "warning" not in result.output
+    viewer = viewer_for(app, "admin")
+    for i in (0, 999, 1000, 1500, 1999):
+        assert [h.slug for h in search.backend_for(app).query(viewer, f"word{i}").hits] == [f"big-page-{i}"]
+    result = runner.invoke(args=["check"])
+    assert result.exit_code == 0, result.output
+    assert "matches the database (2000 pages, 0 queued)" in result.output
+
+
+def test_an_import_that_cannot_index_says_so(app, runner, corpus, monkeypatch):
+    from kb import instance
+
+    monkeypatch.setattr(instance, "IMPORT_INDEX_PATIENCE", 0.5)
+    writer = app.extensions["kb_search"].index.open().writer()  # another process holds the index
+    try:
+        result = runner.invoke(args=["import", str(corpus)])
+    finally:
+        writer.cancel()
+    assert result.exit_code == 0, result.output
+    assert "warning: 3 page change(s) are not in the search index yet" in result.output
+    assert "kb check --repair" in result.output

@@ -161,8 +161,9 @@ class SearchBackend(Protocol):
 
     Keeping current: `page_saved`, `page_deleted` and `page_renamed` are called inside the transaction that
     changes the page, with its session (a backend may queue the change there, or write its index entry in the same
-    transaction). After the commit, `kick` lets background work pick the change up now, and `flush` does the
-    pending work in the calling thread (commands and tests, which end right away). `start_background` starts what a
+    transaction). After the commit, `kick` lets background work pick the change up now, and `flush` does all the
+    pending work in the calling thread (commands and tests, which end right away; a command passes `patience`, the
+    seconds it may wait for an index another process holds, and returns only when all is indexed or that is up). `start_background` starts what a
     backend does in the background in this process, if anything (idempotent; safe after a fork).
 
     Repair: `rebuild` indexes every live page afresh; `check` compares database and index; `repair` fixes what a
@@ -189,7 +190,7 @@ class SearchBackend(Protocol):
 
     def kick(self) -> None: ...
 
-    def flush(self) -> int: ...
+    def flush(self, patience: float = 0.0) -> int: ...
 
     def start_background(self) -> None: ...
 

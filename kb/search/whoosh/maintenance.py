@@ -61,13 +61,14 @@ def remove_from_index(writer, page_ids: Iterable[int]) -> None:
 QUEUE_BATCH = 500
 
 
-def process_queue(db, index: SearchIndex, batch: int = QUEUE_BATCH, wait: float = 0.0,
+def process_queue(db, index: SearchIndex, batch: int | None = None, wait: float = 0.0,
                   max_batches: int | None = None) -> int:
     """Index the pages waiting in the queue; returns how many queue entries were done.
 
     Entries are deleted only after the index commit. A locked index (another process is writing), a damaged or
     missing one, or a full disk is logged and leaves the entries for later; nothing here raises for those.
     """
+    batch = batch or QUEUE_BATCH
     got = index.write_lock.acquire(timeout=wait) if wait > 0 else index.write_lock.acquire(blocking=False)
     if not got:
         return 0
