@@ -152,3 +152,58 @@ def test_a_merge_that_meets_another_processes_swap_logs_one_info_line_not_an_err
     assert os.path.isdir(index.build_dir(index.current_build()))
     # The next merge works on the new build.
     assert maintenance.merge_segments(index) is True
+
+
+# --- kb check reports damage; only --repair (and start-up, reindex) repairs it
+
+def _build_dir(app) -> Path:
+    index = app.extensions["kb_search"].index
+    return Path(index.build_dir(index.current_build()))
+
+
+def _truncate(path: Path, size: int | None = None) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2 if size is None else size)
+
+
+@pytest.mark.parametrize("damage", ["column file", "segment file", "deleted column file"])
+def test_kb_check_reports_damage_with_counts_and_only_repair_repairs_it(app, make_page, damage):
+    from kb import create_app
+
+    for i in range(3):
+        make_page(f"Checked page {i}", body=f"checkword{i}")
+    app.extensions["kb_search"].close()
+    folder = _build_dir(app)
+    if damage == "segment file":
+        target = sorted(folder.glob("*.seg"))[0]
+        _truncate(target)
+        expected = f"damaged: {target.name}"
+    else:
+        target = sorted(folder.glob("kbcols-*.npc"))[0]
+        if damage == "deleted column file":
+            target.unlink()
+            expected = f"damaged: {target.name}: missing"
+        else:
+            _truncate(target)
+            expected = f"damaged: {target.name}"
+    before = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+    # A new app (what every kb command builds) and the commands that do not repair leave the damage alone.
+    other = create_app(dict(app.config))
+    try:
+        runner = other.test_cli_runner()
+        assert runner.invoke(args=["export", str(folder.parent.parent / "export")]).exit_code == 0
+        result = runner.invoke(args=["check"])
+        assert result.exit_code == 1, result.output
+        assert "search index damaged: 1 file(s) missing or damaged (3 segments checked)" in result.output
+        assert expected in result.output
+        if damage == "segment file":
+            assert "1 missing" in result.output and "3 pages in the database, 2 indexed" in result.output
+        assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
+        assert runner.invoke(args=["check"]).exit_code == 1  # still there: check only reads
+        result = runner.invoke(args=["check", "--repair"])
+        assert result.exit_code == 0 and "(rebuilt from the database)" in result.output, result.output
+        result = runner.invoke(args=["check"])
+        assert result.exit_code == 0 and "matches the database (3 pages, 0 queued)" in result.output
+    finally:
+        other.extensions["kb_search"].close()
+        other.extensions["kb_db"].dispose()

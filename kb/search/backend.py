@@ -115,13 +115,15 @@ class CheckReport:
     stale: list[int] = field(default_factory=list)  # indexed at another revision, slug or visibility
     extra: list[int] = field(default_factory=list)  # in the index, but deleted or gone from the database
     duplicates: list[int] = field(default_factory=list)
+    files: int = 0  # segments checked (for the counts in `describe`)
+    damaged: list[str] = field(default_factory=list)  # index files missing or damaged: "name: what is wrong"
     queued: int = 0  # changes waiting to be indexed (0 for a backend that indexes in the save's transaction)
     repaired: bool = False
     rebuilt: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates)
+        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates or self.damaged)
 
     @property
     def drift(self) -> bool:
@@ -135,6 +137,10 @@ class CheckReport:
         elif self.repaired:
             text += " (repaired)"
         if not self.ok:
+            for problem in self.damaged[:20]:
+                text += f"\n  damaged: {problem}"
+            if len(self.damaged) > 20:
+                text += f"\n  damaged: ... and {len(self.damaged) - 20} more"
             for label, ids in (("missing", self.missing), ("stale", self.stale), ("extra", self.extra)):
                 if ids:
                     text += f"\n  {label}: page ids {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}"
@@ -145,7 +151,9 @@ class CheckReport:
             return f"search index unusable: {self.problem}"
         if self.ok:
             return f"search index matches the database ({self.pages} pages, {self.queued} queued)"
-        return (f"search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
+        damage = (f"search index damaged: {len(self.damaged)} file(s) missing or damaged "
+                  f"({self.files} segments checked); " if self.damaged else "")
+        return (f"{damage}search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
                 f"{len(self.duplicates)} duplicated ({self.pages} pages in the database, {self.indexed} indexed, "
                 f"{self.queued} queued)")
 

@@ -426,7 +426,10 @@ def _remove_old_builds(root: str, keep: set) -> None:
 # Checking and repairing
 
 def check(db, index: SearchIndex) -> CheckReport:
-    """Compare which pages and which revisions the database and the index hold."""
+    """Compare which pages and which revisions the database and the index hold, and verify the index's files.
+
+    Only reads: every segment is opened afresh and its stored documents read through Whoosh, and every column file
+    is verified (header, size, checksum) without being rebuilt, so damage is reported, never repaired, here."""
     report = CheckReport()
     with db.reading() as session:
         rows = session.execute(select(Page.id, Page.revision, Page.slug, Page.visibility, Page.readers,
@@ -436,20 +439,42 @@ def check(db, index: SearchIndex) -> CheckReport:
     report.pages = len(expected)
     seen: dict[int, str] = {}
     dupes: set[int] = set()
+    fresh = SearchIndex(index.root)  # not the caller's warm view: what is on disk now
     with _quiet_damage() as state:
         try:
-            with index.reading() as view, view.reads:
-                for stored in view.reader.all_stored_fields():
-                    pid = int(stored.get("id") or 0)
-                    if pid in seen:
-                        dupes.add(pid)
-                    seen[pid] = stored.get("stamp") or ""
+            ix = fresh.open()
+            folder = fresh.build_dir(fresh._build)
+            for segment in internals.segments(ix):
+                report.files += 1
+                name = segment.make_filename(segment.COMPOUND_EXT) if segment.is_compound() else \
+                    segment.segment_id()
+                try:
+                    leaf = SegmentReader(ix.storage, ix.schema, segment)
+                    try:
+                        for stored in leaf.all_stored_fields():
+                            pid = int(stored.get("id") or 0)
+                            if pid in seen:
+                                dupes.add(pid)
+                            seen[pid] = stored.get("stamp") or ""
+                    finally:
+                        leaf.close()
+                except Exception as e:
+                    state["failed"] = True
+                    report.damaged.append(f"{name}: {type(e).__name__}: {e}")
+                cols = columns.file_name(segment.segment_id())
+                try:
+                    columns.Columns(os.path.join(folder, cols), segment.segment_id(), segment.doc_count_all()).close()
+                except FileNotFoundError:
+                    report.damaged.append(f"{cols}: missing")
+                except Exception as e:
+                    report.damaged.append(f"{cols}: {e}")
         except IndexUnavailable as e:
             report.usable, report.problem = False, str(e)
         except Exception as e:
             report.usable, report.problem = False, f"the search index cannot be read: {e!r}"
             state["failed"] = True
-            index.close()
+        finally:
+            fresh.close()
     if not report.usable:
         return report
     report.indexed = len(seen)
@@ -462,11 +487,11 @@ def check(db, index: SearchIndex) -> CheckReport:
 
 def repair(db, index: SearchIndex, report: CheckReport | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> CheckReport:
-    """Fix what `check` found: rebuild an unusable index, otherwise re-index the drifted pages."""
+    """Fix what `check` found: rebuild an unusable or damaged index, otherwise re-index the drifted pages."""
     report = report or check(db, index)
     if report.ok:
         return report
-    if not report.usable:
+    if not report.usable or report.damaged:
         rebuild(db, index.data_dir, progress=progress)
         index.close()
         after = check(db, index)
