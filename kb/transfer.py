@@ -287,12 +287,28 @@ def _same(page: Page, state: pages.PageState) -> bool:
     return pages.PageState.of(page) == state
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process: be killed when the process that started it dies, even by kill -9 (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing is done). If the parent is already gone, exit now."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _rendered(parsed: list[ParsedPage], workers: int | None) -> Iterable:
-    """(html, links) for each page in order, rendered on every core for big imports."""
+    """(html, links) for each page in order, rendered on every core for big imports (by worker processes that die
+    with this one)."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     bodies = [p.state.body for p in parsed]
     if workers > 1 and len(bodies) > 200:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             yield from pool.map(_render_one, bodies, chunksize=32)
     else:
         for body in bodies:

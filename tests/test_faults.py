@@ -4,6 +4,10 @@ The quick tests run in seconds; the kill -9 ones are marked `slow` (they run by 
 `-m "not slow"`)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +211,93 @@ def test_kb_check_reports_damage_with_counts_and_only_repair_repairs_it(app, mak
     finally:
         other.extensions["kb_search"].close()
         other.extensions["kb_db"].dispose()
+
+
+# --- kill -9 of a command takes its worker processes with it
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has died
+    except OSError:
+        return False
+
+
+def _kill_when_children_work(args: list[str], env: dict, timeout: float = 60.0) -> set[int]:
+    """Start `kb ARGS`, wait until it has two worker processes, kill it with SIGKILL; returns the workers."""
+    proc = subprocess.Popen([sys.executable, "-m", "kb", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        workers: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = _children(proc.pid)
+            if len(workers) >= 2:
+                break
+            time.sleep(0.02)
+        assert len(workers) >= 2, f"no worker processes seen (exit {proc.poll()})"
+        time.sleep(0.3)  # mid-way through their work
+        workers |= _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return workers
+
+
+def _corpus(root: Path, n: int) -> Path:
+    para = "Teachers scored writing samples together and [[Another page]] kept the rubric. " * 12
+    for i in range(n):
+        write(root, f"p{i:05d}.md", f"---\ntitle: Killed page {i}\ntags: [t{i % 30}]\n---\n{para}\n\n| a | b |\n"
+                                    f"|---|---|\n| {i} | x |\n")
+    return root
+
+
+def _env(data_dir: Path) -> dict:
+    env = dict(os.environ, KB_DATA_DIR=str(data_dir), KB_ADMIN_PASSWORD="a long enough password 1")
+    env.pop("KB_DATABASE_URL", None)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_kill_9_of_kb_import_leaves_no_worker_process(tmp_path):
+    folder = _corpus(tmp_path / "corpus", 4000)
+    workers = _kill_when_children_work(["import", str(folder)], _env(tmp_path / "data"))
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not [p for p in workers if _alive(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_kill_9_of_kb_reindex_leaves_no_worker_process(tmp_path):
+    env = _env(tmp_path / "data")
+    folder = _corpus(tmp_path / "corpus", 3000)
+    subprocess.run([sys.executable, "-m", "kb", "import", str(folder)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = _kill_when_children_work(["reindex"], env)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not [p for p in workers if _alive(p)]
+    # The interrupted rebuild left the index as it was: still usable, still complete.
+    result = subprocess.run([sys.executable, "-m", "kb", "check"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -285,6 +285,34 @@ def _whoosh_write_lock(build_dir: str):
 
 REBUILD_PROCS = min(2, os.cpu_count() or 1)
 
+# While a rebuild runs Whoosh's multi-process writer, the pid of the process that runs it: the writer's worker
+# processes (forked by multiprocessing) then ask to be killed when it dies, so that kill -9 of `kb reindex` leaves
+# no orphan indexing away for half a minute. 0 otherwise: other forks (server workers) are left alone.
+_CHILDREN_DIE_WITH = 0
+
+
+def _after_fork_in_child() -> None:
+    if _CHILDREN_DIE_WITH:
+        _die_with_parent(_CHILDREN_DIE_WITH)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the parent process dies, even by kill -9 (Linux's PR_SET_PDEATHSIG; elsewhere nothing is
+    done); exit now if it is already gone."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None = None, procs: int | None = None,
             blocking: bool = True, only_if_unusable: bool = False) -> RebuildReport:
@@ -340,6 +368,7 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
 
 def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
     """Index every live page into a new index in `build_dir`; returns (pages, queue entry ids seen)."""
+    global _CHILDREN_DIE_WITH
     ix = whoosh_index.create_in(build_dir, SCHEMA, indexname=INDEX_NAME)
     procs = REBUILD_PROCS if procs is None else procs
     with db.reading() as session:
@@ -348,6 +377,7 @@ def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[
         # Sub-processes only from a main thread: forking a threaded server process is asking for trouble.
         use_procs = procs if total >= 2000 and threading.current_thread() is threading.main_thread() else 1
         if use_procs > 1:
+            _CHILDREN_DIE_WITH = os.getpid()  # the main thread's: PR_SET_PDEATHSIG follows the forking thread
             writer = ix.writer(procs=use_procs, multisegment=True, limitmb=256, batchsize=250)
         else:
             writer = ix.writer(limitmb=256)
@@ -362,6 +392,8 @@ def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[
         except BaseException:
             writer.cancel()
             raise
+        finally:
+            _CHILDREN_DIE_WITH = 0
     # Every segment got its column file as it was written; a segment written where the hook could not (another
     # codec) gets it here, and files of segments merged away go.
     _tidy_columns(ix, min_age=0.0, write_missing=True)
