@@ -301,3 +301,72 @@ def test_kill_9_of_kb_reindex_leaves_no_worker_process(tmp_path):
     # The interrupted rebuild left the index as it was: still usable, still complete.
     result = subprocess.run([sys.executable, "-m", "kb", "check"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- A file of a live index truncated under a running process
+
+LIVE_QUERIES = r'''
+import json, sys, time
+from kb import create_app, pages, search
+from kb.access import Viewer
+
+config = json.loads(sys.argv[1])
+app = create_app(config)
+backend = search.backend_for(app)
+viewer = Viewer(*config["VIEWER"])
+expected = config["EXPECTED"]
+first = backend.query(viewer, "checkword")
+assert first.total == expected and not first.unavailable, first
+backend.start_background()  # as a server process does on its first request
+print("ready", flush=True)
+sys.stdin.readline()  # the file is truncated now
+seen, saved, deadline = [], False, time.monotonic() + 60
+while time.monotonic() < deadline:
+    r = backend.query(viewer, "checkword")
+    seen.append("unavailable" if r.unavailable else r.total)
+    if not saved:  # saves go on while search is rebuilding
+        with app.extensions["kb_db"].writing() as s:
+            pages.save_page(s, viewer, None, pages.PageState(title="Saved while damaged", body="checkword extra"),
+                            None, "during damage")
+        backend.kick()
+        saved = True
+    if r.total == expected + 1 and not r.unavailable:
+        break
+    time.sleep(0.05)
+print(json.dumps(seen), flush=True)
+'''
+
+
+@pytest.mark.parametrize("target", ["segment file", "column file"])
+def test_a_file_truncated_under_a_live_index_is_answered_as_rebuilding_and_heals(app, make_page, target):
+    import json
+
+    from tests.conftest import viewer_for
+
+    filler = " ".join(f"filler{j}" for j in range(3000))
+    for i in range(3):
+        make_page(f"Live page {i}", body=f"checkword {filler}")
+    app.extensions["kb_search"].close()
+    folder = _build_dir(app)
+    pattern = "*.seg" if target == "segment file" else "kbcols-*.npc"
+    victim = max(folder.glob(pattern), key=lambda p: p.stat().st_size)
+    assert victim.stat().st_size > 3 * 4096  # several pages of the map lie past the truncated end
+    viewer = viewer_for(app, "admin")
+    config = {k: app.config[k] for k in ("DATA_DIR", "DATABASE_URL", "SECRET_KEY")}
+    config.update(SEARCH_BACKGROUND=True, SEARCH_WORKER=True, EXPECTED=3,
+                  VIEWER=[viewer.user_id, viewer.name, viewer.role])
+    child = subprocess.Popen([sys.executable, "-c", LIVE_QUERIES, json.dumps(config)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=str(Path(__file__).resolve().parent.parent))
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        _truncate(victim, 0)
+        out, err = child.communicate("go\n", timeout=90)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, f"the query process died with {child.returncode}: {err[-3000:]}"
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen[0] == "unavailable"  # the affected query: "search is rebuilding", not a crash
+    assert seen[-1] == 4, seen  # healed in the background, with the page saved meanwhile

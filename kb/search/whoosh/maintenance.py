@@ -174,7 +174,7 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     with index._lock:  # the view must stay current while its document numbers are used
         view = index._view
         if view is not None and view.build == index._build and [leaf.segment().segment_id() for leaf, _, _ in
-                                                                view.leaves] == segments:
+                                                                view.leaves] == segments and view.damage() is None:
             total = sum(seg.doc_count_all() for seg in writer.segments)
             if total == view.n:
                 for pid in page_ids:
