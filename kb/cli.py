@@ -1,8 +1,10 @@
 """The `kb` command line (also `flask --app kb ...`): set up, import/export, users and tokens, index, serve.
 
 Each command is defined here at module level and added to the app by `init_app`. Commands that change the database
-bring its schema up to date first (kb.instance.prepare_database); only `kb init`, `kb serve` and `kb check --repair`
-repair the search index.
+bring its schema up to date first (kb.instance.prepare_database). Only `kb init`, `kb serve` (at start-up, and its
+workers in the background), `kb check --repair` and `kb reindex` (a rebuild by definition) repair the search index;
+`kb import` indexes what it wrote (building the index if there is none) but leaves damage alone and says so; `kb
+check` only reads, and exits 1 on any damage or drift.
 """
 from __future__ import annotations
 
@@ -150,15 +152,16 @@ def reindex_command():
 @click.option("--repair", is_flag=True, help="Fix what is found.")
 @with_appcontext
 def check_command(repair: bool):
-    """Compare the database and the search index; report drift (and repair it with --repair)."""
+    """Compare the database and the search index: report missing or damaged index files and pages missing, stale or
+    extra in the index, with counts, and exit 1 if there are any; --repair fixes them."""
     app = current_app._get_current_object()
     instance.prepare_database(app)
     backend = search.backend_for(app)
-    report = backend.check()
+    report = backend.check()  # only reads: damage is reported here, and repaired only with --repair
     if repair and not report.ok:
         report = backend.repair(report)
     click.echo(report.describe())
-    if report.drift and not repair:
+    if not report.ok:
         sys.exit(1)
 
 

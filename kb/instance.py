@@ -14,12 +14,13 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from kb import accounts, search, transfer, viewcache
-from kb.models import Page, Setting, User
+from kb.models import IndexQueueEntry, Page, Setting, User
 from kb.access import Viewer
 
 log = logging.getLogger(__name__)
 
 CONTENT_IMPORTED = "content_imported"
+IMPORT_INDEX_PATIENCE = 60.0  # seconds `kb import` waits for a search index another process is writing
 
 
 def prepare_database(app: Flask) -> list[str]:
@@ -74,7 +75,14 @@ def import_content(app: Flask, path: Path, progress: Callable | None = None,
         announce(ensure_admin(s, app.config["ADMIN_PASSWORD"]))
     with db.writing() as s:
         report = transfer.import_tree(s, system_viewer(s), path, progress=progress)
-    search.kick(app, background=False)  # a command ends right away: index here, not in a worker thread
+    # A command ends right away: index everything it wrote here, waiting a while for a server that holds the index.
+    search.backend_for(app).flush(patience=IMPORT_INDEX_PATIENCE)
+    with db.reading() as s:
+        waiting = s.scalar(select(func.count()).select_from(IndexQueueEntry)) or 0
+    if waiting:
+        report.warnings.append(
+            f"{waiting} page change(s) are not in the search index yet (it is locked by another process, or "
+            "damaged): a running server indexes them; without one, run `kb check --repair`")
     return report
 
 

@@ -26,7 +26,7 @@ from kb.db import add_unless_taken, for_update
 from kb.errors import EditConflict, ImportFailed, InvalidFields, NotAllowed, NotFound, NotSignedIn
 from kb.models import Page, SlugRedirect, Tour, TourRead, TourRevision, TourStop, User, utcnow
 from kb.slugs import slugify
-from kb.yamlfile import Loader, load_yaml, read_text
+from kb.yamlfile import MAX_YAML_BYTES, Loader, load_yaml, read_text
 
 MAX_MINUTES = 10_000  # a tour's reading time: a week of reading is already more than anyone plans
 TOUR_KEYS = ("slug", "title", "description", "audience", "minutes", "stops")
@@ -148,7 +148,7 @@ def _stop_lines(text: str) -> list[int]:
 
 def parse_tour_file(path: Path, where: str) -> TourSpec:
     """Read one tour file; ImportFailed names the file and line of the first problem."""
-    text = read_text(path, where)
+    text = read_text(path, where, limit=MAX_YAML_BYTES)
     data, lines = load_yaml(text, where)
     return clean_spec(data, where, lines, _stop_lines(text))
 

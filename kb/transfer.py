@@ -22,11 +22,12 @@ from kb.errors import ImportFailed, InvalidFields, KBError
 from kb.models import Page, User
 from kb.render import render
 from kb.slugs import slugify
-from kb.yamlfile import Dumper, load_yaml, read_text
+from kb.yamlfile import MAX_YAML_BYTES, Dumper, load_yaml, read_text
 
 PAGE_KEYS = ("title", "slug", "kind", "tags", "visibility", "readers", "owner", "sources", "review_every",
              "verified_by", "verified_on", "fields")
 SKIPPED_NAMES = {"readme.md"}
+MAX_PAGE_FILE_BYTES = pages.MAX_BODY_BYTES + MAX_YAML_BYTES + 1024  # the largest body, front matter and its lines
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _date_text(value: Any) -> Any:
 
 def parse_page_file(path: Path, where: str) -> ParsedPage:
     """Read one page file; ImportFailed names the file and line of the first problem."""
-    text = read_text(path, where)
+    text = read_text(path, where, limit=MAX_PAGE_FILE_BYTES)
     front, first_line, body = split_front_matter(text, where)
     meta, lines = load_yaml(front, where, first_line)
     if meta is None:
@@ -133,17 +134,53 @@ def _render_one(body: str) -> tuple[str, list[str]]:
 
 
 def find_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """(page files, tour files) under root, in a stable order."""
+    """(page files, tour files) under root, in a stable order.
+
+    Symbolic links are followed only where they stay inside root: a link (to a file or a folder) that leads outside
+    it aborts the import with ImportFailed naming the link, so an import never reads a file outside the folder it
+    was given. Hidden files and folders (names starting with '.') are not read at all."""
+    real_root = os.path.realpath(root)
     page_files, tour_files = [], []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        rel = path.relative_to(root)
-        if rel.parts[0] == "tours" and path.suffix in (".yaml", ".yml"):
-            tour_files.append(path)
-        elif path.suffix == ".md" and path.name.lower() not in SKIPPED_NAMES:
-            page_files.append(path)
-    return page_files, tour_files
+    seen_dirs, seen_files = {real_root}, set()
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == real_root or real.startswith(real_root + os.sep)
+
+    def refuse(path: str) -> ImportFailed:
+        shown = os.path.relpath(path, root.parent) if root.parent != root else path
+        return ImportFailed(shown, f"is a symbolic link to {os.path.realpath(path)}, outside the import folder; "
+                                   "copy the file into the folder instead")
+
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in list(dirs):
+            path = os.path.join(folder, name)
+            if name.startswith("."):
+                dirs.remove(name)
+            elif os.path.islink(path):
+                if not inside(path):
+                    raise refuse(path)
+                if os.path.realpath(path) in seen_dirs:  # a loop, or a folder already read
+                    dirs.remove(name)
+                    continue
+            seen_dirs.add(os.path.realpath(path))
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.startswith("."):
+                continue
+            if os.path.islink(path) and not inside(path):
+                raise refuse(path)
+            if not os.path.isfile(path) or os.path.realpath(path) in seen_files:
+                continue
+            seen_files.add(os.path.realpath(path))
+            p = Path(path)
+            rel = p.relative_to(root)
+            if rel.parts[0] == "tours" and p.suffix in (".yaml", ".yml"):
+                tour_files.append(p)
+            elif p.suffix == ".md" and p.name.lower() not in SKIPPED_NAMES:
+                page_files.append(p)
+    return sorted(page_files), sorted(tour_files)
 
 
 def parse_tree(root: Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[ParsedPage], list]:
@@ -212,7 +249,7 @@ def _import_existing(session: Session, viewer: Viewer, p: ParsedPage, html: str,
     base = existing.revision if existing is not None and existing.deleted_at is None else None
     try:
         _, created = pages.save_page(session, viewer, p.slug, p.state, base, f"Imported from {p.path}",
-                                     html=html, body_links=links, refresh_linking_pages=False)
+                                     html=html, body_links=links)
     except KBError as e:
         raise ImportFailed(p.path, e.message) from None
     if created:
@@ -250,12 +287,28 @@ def _same(page: Page, state: pages.PageState) -> bool:
     return pages.PageState.of(page) == state
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process: be killed when the process that started it dies, even by kill -9 (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing is done). If the parent is already gone, exit now."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _rendered(parsed: list[ParsedPage], workers: int | None) -> Iterable:
-    """(html, links) for each page in order, rendered on every core for big imports."""
+    """(html, links) for each page in order, rendered on every core for big imports (by worker processes that die
+    with this one)."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     bodies = [p.state.body for p in parsed]
     if workers > 1 and len(bodies) > 200:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             yield from pool.map(_render_one, bodies, chunksize=32)
     else:
         for body in bodies:

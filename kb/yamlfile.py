@@ -1,5 +1,11 @@
 """Reading YAML files for import: UTF-8 text, safe YAML whose dates stay text, and errors that name the file and
-line. Used by page files (kb.transfer) and tour files (kb.tours), so that neither has to import the other."""
+line. Used by page files (kb.transfer) and tour files (kb.tours), so that neither has to import the other.
+
+Front matter and tours are a few KB of plain data, so the YAML read here has no anchors or aliases (`&name`,
+`*name`: a kilobyte of nested aliases expands to gigabytes, the "billion laughs") and is capped in size
+(`MAX_YAML_BYTES`); files are capped too (`read_text(..., limit=)`), and only that much of a file is ever read.
+Both checks look at the text or its parse events only, so they take microseconds whatever the file holds.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +28,8 @@ Loader.yaml_implicit_resolvers = {
 }
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
+MAX_YAML_BYTES = 256 * 1024  # front matter or a tour file: plain data, a few KB in practice
+
 
 def _key_lines(node: Any, first_line: int) -> dict[str, int]:
     """Line numbers (1-based, in the file) of top-level keys and of `fields.<name>` keys."""
@@ -40,8 +48,12 @@ def _key_lines(node: Any, first_line: int) -> dict[str, int]:
     return lines
 
 
-def read_text(path: Path, where: str) -> str:
-    data = path.read_bytes()
+def read_text(path: Path, where: str, limit: int | None = None) -> str:
+    """A file's text; ImportFailed for a file over `limit` bytes (only that much is read) or one not in UTF-8."""
+    with path.open("rb") as f:
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ImportFailed(f"{where}:1", f"is too large (more than {limit // 1024} KiB)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -50,8 +62,14 @@ def read_text(path: Path, where: str) -> str:
 
 
 def load_yaml(text: str, where: str, first_line: int = 1) -> tuple[Any, dict[str, int]]:
-    """Parse YAML, turning syntax errors into ImportFailed with the file and line."""
+    """Parse YAML, turning syntax errors into ImportFailed with the file and line. Refuses anchors and aliases, and
+    YAML over MAX_YAML_BYTES, before anything is built from it."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_YAML_BYTES:
+        raise ImportFailed(f"{where}:{first_line}", f"the YAML is too large ({size // 1024} KiB; at most "
+                                                    f"{MAX_YAML_BYTES // 1024} KiB)")
     try:
+        _refuse_anchors(text, where, first_line)
         node = yaml.compose(text, Loader=Loader)
         data = yaml.load(text, Loader=Loader)
     except yaml.MarkedYAMLError as e:
@@ -64,3 +82,15 @@ def load_yaml(text: str, where: str, first_line: int = 1) -> tuple[Any, dict[str
     except yaml.YAMLError as e:
         raise ImportFailed(where, f"malformed YAML: {e}") from None
     return data, _key_lines(node, first_line)
+
+
+def _refuse_anchors(text: str, where: str, first_line: int) -> None:
+    """ImportFailed at the first anchor (`&name`) or alias (`*name`), from the parser's events: nothing is composed
+    or built, so a document of nested aliases is refused as fast as it is read."""
+    for event in yaml.parse(text, Loader=Loader):
+        alias = isinstance(event, yaml.AliasEvent)
+        if alias or getattr(event, "anchor", None) is not None:
+            line = event.start_mark.line + first_line
+            what = f"alias *{event.anchor}" if alias else f"anchor &{event.anchor}"
+            raise ImportFailed(f"{where}:{line}", f"YAML anchors and aliases are not allowed (found the {what}); "
+                                                  "write the value out in full")

@@ -196,3 +196,79 @@ def test_an_export_run_as_a_user_holds_only_what_they_may_read(app, runner, make
     full = tmp_path / "full"
     runner.invoke(args=["export", str(full)])
     assert sorted(p.name for p in full.glob("*.md")) == ["open-notes.md", "personnel-file.md"]
+
+
+def test_reimporting_a_changed_folder_updates_changed_pages_as_import_revisions(app, runner, corpus, make_page):
+    from kb import search
+
+    from tests.conftest import viewer_for
+
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code == 0, result.output
+    before = counts(app)
+    with (corpus / "people/carol-johnson.md").open("a", encoding="utf-8") as f:
+        f.write("She later led Boston Public Schools; zephyrquill.\n")
+    result = runner.invoke(args=["import", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 0 new pages, updated 1, 2 unchanged;" in result.output
+    pages_n, revisions_n, tours_n = counts(app)
+    assert (pages_n, revisions_n, tours_n) == (before[0], before[1] + 1, before[2])
+    with app.extensions["kb_db"].reading() as s:
+        page = s.scalar(select(Page).where(Page.slug == "carol-johnson"))
+        assert page.revision == 2 and "zephyrquill" in page.body
+        latest = s.scalar(select(Revision).where(Revision.page_id == page.id, Revision.number == 2))
+        assert latest.comment == "Imported from corpus/people/carol-johnson.md"
+        assert latest.author.name == "admin"
+        unchanged = s.scalar(select(Page).where(Page.slug == "the-learning-partnership"))
+        assert unchanged.revision == 1
+    hits = search.backend_for(app).query(viewer_for(app, "admin"), "zephyrquill")
+    assert [h.slug for h in hits.hits] == ["carol-johnson"]
+
+
+def test_an_export_restores_onto_an_instance_that_already_has_pages(app, runner, corpus, tmp_path, make_page):
+    runner.invoke(args=["import", str(corpus)])
+    out = tmp_path / "export"
+    assert runner.invoke(args=["export", str(out)]).exit_code == 0
+    # Since the backup: one page edited, one page added that the backup does not know.
+    make_page("Carol Johnson", body="Edited after the backup.", kind="leader")
+    make_page("Written later", body="Not in the backup.")
+    result = runner.invoke(args=["import", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 0 new pages, updated 1, 2 unchanged" in result.output
+    with app.extensions["kb_db"].reading() as s:
+        page = s.scalar(select(Page).where(Page.slug == "carol-johnson"))
+        assert page.body.startswith("Superintendent when the partnership began.")
+        assert s.scalar(select(Page).where(Page.slug == "written-later")) is not None
+
+
+def test_after_a_big_import_everything_written_is_findable_and_check_agrees(app, runner, tmp_path):
+    from kb import search
+
+    from tests.conftest import viewer_for
+
+    root = tmp_path / "big"
+    for i in range(2000):
+        write(root, f"p{i:04d}.md", f"---\ntitle: Big page {i}\n---\nword{i} and [[Big page {i + 1}]].\n")
+    result = runner.invoke(args=["import", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 2000 new pages" in result.output and "warning" not in result.output
+    viewer = viewer_for(app, "admin")
+    for i in (0, 999, 1000, 1500, 1999):
+        assert [h.slug for h in search.backend_for(app).query(viewer, f"word{i}").hits] == [f"big-page-{i}"]
+    result = runner.invoke(args=["check"])
+    assert result.exit_code == 0, result.output
+    assert "matches the database (2000 pages, 0 queued)" in result.output
+
+
+def test_an_import_that_cannot_index_says_so(app, runner, corpus, monkeypatch):
+    from kb import instance
+
+    monkeypatch.setattr(instance, "IMPORT_INDEX_PATIENCE", 0.5)
+    writer = app.extensions["kb_search"].index.open().writer()  # another process holds the index
+    try:
+        result = runner.invoke(args=["import", str(corpus)])
+    finally:
+        writer.cancel()
+    assert result.exit_code == 0, result.output
+    assert "warning: 3 page change(s) are not in the search index yet" in result.output
+    assert "kb check --repair" in result.output

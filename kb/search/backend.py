@@ -115,13 +115,15 @@ class CheckReport:
     stale: list[int] = field(default_factory=list)  # indexed at another revision, slug or visibility
     extra: list[int] = field(default_factory=list)  # in the index, but deleted or gone from the database
     duplicates: list[int] = field(default_factory=list)
+    files: int = 0  # segments checked (for the counts in `describe`)
+    damaged: list[str] = field(default_factory=list)  # index files missing or damaged: "name: what is wrong"
     queued: int = 0  # changes waiting to be indexed (0 for a backend that indexes in the save's transaction)
     repaired: bool = False
     rebuilt: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates)
+        return self.usable and not (self.missing or self.stale or self.extra or self.duplicates or self.damaged)
 
     @property
     def drift(self) -> bool:
@@ -135,6 +137,10 @@ class CheckReport:
         elif self.repaired:
             text += " (repaired)"
         if not self.ok:
+            for problem in self.damaged[:20]:
+                text += f"\n  damaged: {problem}"
+            if len(self.damaged) > 20:
+                text += f"\n  damaged: ... and {len(self.damaged) - 20} more"
             for label, ids in (("missing", self.missing), ("stale", self.stale), ("extra", self.extra)):
                 if ids:
                     text += f"\n  {label}: page ids {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}"
@@ -145,7 +151,9 @@ class CheckReport:
             return f"search index unusable: {self.problem}"
         if self.ok:
             return f"search index matches the database ({self.pages} pages, {self.queued} queued)"
-        return (f"search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
+        damage = (f"search index damaged: {len(self.damaged)} file(s) missing or damaged "
+                  f"({self.files} segments checked); " if self.damaged else "")
+        return (f"{damage}search index drift: {len(self.missing)} missing, {len(self.stale)} stale, {len(self.extra)} extra, "
                 f"{len(self.duplicates)} duplicated ({self.pages} pages in the database, {self.indexed} indexed, "
                 f"{self.queued} queued)")
 
@@ -161,8 +169,9 @@ class SearchBackend(Protocol):
 
     Keeping current: `page_saved`, `page_deleted` and `page_renamed` are called inside the transaction that
     changes the page, with its session (a backend may queue the change there, or write its index entry in the same
-    transaction). After the commit, `kick` lets background work pick the change up now, and `flush` does the
-    pending work in the calling thread (commands and tests, which end right away). `start_background` starts what a
+    transaction). After the commit, `kick` lets background work pick the change up now, and `flush` does all the
+    pending work in the calling thread (commands and tests, which end right away; a command passes `patience`, the
+    seconds it may wait for an index another process holds, and returns only when all is indexed or that is up). `start_background` starts what a
     backend does in the background in this process, if anything (idempotent; safe after a fork).
 
     Repair: `rebuild` indexes every live page afresh; `check` compares database and index; `repair` fixes what a
@@ -192,7 +201,7 @@ class SearchBackend(Protocol):
 
     def kick(self) -> None: ...
 
-    def flush(self) -> int: ...
+    def flush(self, patience: float = 0.0) -> int: ...
 
     def start_background(self) -> None: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Mapping
 
 from kb.access import Viewer
@@ -17,7 +18,7 @@ from kb.models import IndexQueueEntry, Page, utcnow
 from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
 from kb.search.whoosh import maintenance, queries
 from kb.search.whoosh.engine import SearchIndex
-from kb.search.whoosh.maintenance import Worker, ensure_index, process_queue
+from kb.search.whoosh.maintenance import Worker, ensure_index, process_queue, queue_length
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +69,28 @@ class WhooshBackend:
     def page_renamed(self, session, page: Page, old_slug: str) -> None:
         session.add(IndexQueueEntry(page_id=page.id))
 
-    def flush(self) -> int:
-        """Work the queue off now (a fresh instance's missing index is built first, if small). Never raises."""
+    def flush(self, patience: float = 0.0) -> int:
+        """Work the whole queue off now (a fresh instance's missing index is built first, if small). Never raises.
+
+        With `patience` (commands, which must leave everything they wrote findable), a missing index is built
+        whatever its size, and an index locked by another process is waited for up to that many seconds."""
+        deadline = time.monotonic() + patience
+        done = 0
         try:
-            if not self.index.exists():
-                # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the worker.
-                ensure_index(self.db, self.index, sync_limit=self.sync_rebuild_limit)
-            return process_queue(self.db, self.index, wait=0.25, max_batches=2)
+            while True:
+                if not self.index.exists():
+                    # A fresh instance (or a deleted index): small ones are rebuilt right away, big ones by the
+                    # worker (or here, by a command).
+                    ensure_index(self.db, self.index, sync_limit=None if patience else self.sync_rebuild_limit)
+                n = process_queue(self.db, self.index, wait=0.25)
+                done += n
+                if not patience or time.monotonic() >= deadline or not queue_length(self.db):
+                    return done
+                if not n:
+                    time.sleep(0.2)
         except Exception:
             log.exception("search index update after save failed; the worker will retry")
-            return 0
+            return done
 
     def kick(self) -> None:
         worker = self.worker

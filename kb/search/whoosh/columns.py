@@ -402,6 +402,17 @@ class Columns:
     def lengths(self, name: str) -> np.ndarray:
         return self.array(f"{name}.len")
 
+    def shrunk(self) -> bool:
+        """Has the file become shorter than its map (truncated under this process)? Reading the map past the new end
+        would kill the process with SIGBUS, so every query asks first (one fstat)."""
+        m = self._map
+        if m is None:
+            return False
+        try:
+            return m.size() < len(m)
+        except (OSError, ValueError):
+            return True
+
     def close(self) -> None:
         self._fields.clear()
         self._layout = {}

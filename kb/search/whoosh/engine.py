@@ -5,6 +5,10 @@ and keeps one `_View` (a Whoosh searcher plus everything derived from it), repla
 `_Segment` holds what queries need from one segment, read from its column file (see `columns`) and kept across
 views, since a segment never changes apart from deletions.
 
+Damage: a file truncated under a live index would kill the process (SIGBUS) when a query reads its memory map past
+the new end, so `reading()` first checks every mapped file's size (`_View.damage`) and answers IndexDamaged
+instead; queries then say "unavailable" and the worker rebuilds the index (or the column file) in the background.
+
 Threads: `SearchIndex.reading()` hands each query the current view, holding the index lock only to take it; the
 query itself runs without it, so threads in one process search at the same time. A view that is replaced while
 queries still read it is closed when the last of them is done. Whoosh's own file reads (stored fields, the few
@@ -173,6 +177,15 @@ class SearchIndex:
         read is done even if the index changes meanwhile."""
         with self._lock:
             view = self.view()
+            problem = view.damage()
+            if problem is not None:
+                # Answer "unavailable" instead of reading the map past the file's end, which kills the process
+                # (SIGBUS). The damaged segment's cached data goes; the worker repairs the index in the background.
+                for leaf, _, seg in view.leaves:
+                    if seg.cols.shrunk():
+                        self._segments.pop(leaf.segment().segment_id(), None)
+                self._forget()
+                raise IndexDamaged(f"a search index file changed under this process: {problem}")
             view.users += 1
         try:
             yield view
@@ -427,6 +440,21 @@ class _View:
         self._visible: dict[tuple, np.ndarray] = {}
         self._avgdl: dict[str, float] = {}
         self._df: dict[tuple, int] = {}
+
+    def damage(self) -> str | None:
+        """Which of the files this view reads through a memory map has been truncated under it (None: none). Reading
+        such a map past the file's new end kills the process with SIGBUS, so every read checks first: an fstat per
+        mapped file. (A file truncated during the few milliseconds of one query is not caught.)"""
+        for leaf, _, seg in self.leaves:
+            for m in internals.mapped_files(leaf):
+                try:
+                    if m.size() < len(m):
+                        return f"segment {leaf.segment().segment_id()} is shorter than when it was opened"
+                except (OSError, ValueError):
+                    return f"segment {leaf.segment().segment_id()} cannot be read"
+            if seg.cols.shrunk():
+                return f"the column file of segment {leaf.segment().segment_id()} is shorter than when it was opened"
+        return None
 
     def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
         found = self._cache.get(key)

@@ -17,9 +17,11 @@ Private names relied on, and the test that catches a change:
   `whoosh3.W3FieldWriter.add_postings(schema, lengths, items)`, `.close()`, `._storage`, `._segment`.
   Tests: `test_column_files_agree_with_whoosh_postings_positions_and_scores`,
   `test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes`.
-* Where a segment's files are (`storage_folder`, `segment_folder`, `per_document_reader`):
-  `FileStorage.folder`, `OverlayStorage.a` / `.b`, `SegmentReader._storage`, `SegmentReader._perdoc`.
-  Test: `test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes`.
+* Where a segment's files are (`storage_folder`, `segment_folder`, `per_document_reader`, `mapped_files`):
+  `FileStorage.folder`, `OverlayStorage.a` / `.b`, `SegmentReader._storage`, `SegmentReader._perdoc`,
+  `CompoundStorage._source` (the compound file's memory map).
+  Tests: `test_column_files_are_written_by_rebuild_and_follow_updates_and_deletes`, and for `mapped_files`
+  `test_a_file_truncated_under_a_live_index_is_answered_as_rebuilding_and_heals` (tests/test_faults.py).
 * The table of contents (`open_searcher`, `segments`): `FileIndex._read_toc()`, `FileIndex._segments()`,
   a TOC's `segments`, `schema`, `generation`; `SegmentReader(..., generation=)`, `SegmentReader.is_closed`.
   Test: `test_a_save_reopens_only_the_segment_readers_it_changed`.
@@ -224,6 +226,17 @@ def segment_folder(leaf) -> str | None:
 def per_document_reader(leaf):
     """A segment reader's per-document reader (lengths, columns, stored fields)."""
     return leaf._perdoc
+
+
+def mapped_files(leaf) -> list:
+    """The memory maps a segment reader reads through: its compound file's (`CompoundStorage._source`, behind the
+    OverlayStorage a compound segment is read with), if it was mapped."""
+    maps = []
+    for storage in (leaf._storage, getattr(leaf._storage, "a", None), getattr(leaf._storage, "b", None)):
+        source = getattr(storage, "_source", None)
+        if source is not None and hasattr(source, "size") and source not in maps:
+            maps.append(source)
+    return maps
 
 
 # ---------------------------------------------------------------------------------------------------------------

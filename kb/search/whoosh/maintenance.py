@@ -61,13 +61,14 @@ def remove_from_index(writer, page_ids: Iterable[int]) -> None:
 QUEUE_BATCH = 500
 
 
-def process_queue(db, index: SearchIndex, batch: int = QUEUE_BATCH, wait: float = 0.0,
+def process_queue(db, index: SearchIndex, batch: int | None = None, wait: float = 0.0,
                   max_batches: int | None = None) -> int:
     """Index the pages waiting in the queue; returns how many queue entries were done.
 
     Entries are deleted only after the index commit. A locked index (another process is writing), a damaged or
     missing one, or a full disk is logged and leaves the entries for later; nothing here raises for those.
     """
+    batch = batch or QUEUE_BATCH
     got = index.write_lock.acquire(timeout=wait) if wait > 0 else index.write_lock.acquire(blocking=False)
     if not got:
         return 0
@@ -127,7 +128,11 @@ def _process_batch(db, index: SearchIndex, batch: int) -> int:
             pass
         if not isinstance(e, Exception):
             raise
-        log.warning("search index update failed (%r); %d page(s) wait in the queue", e, len(entries))
+        if index.current_build() != index._build:  # another process swapped in a new index: routine
+            log.info("search index was swapped by another process; %d page(s) wait for the new one", len(entries))
+            index.close()
+        else:
+            log.warning("search index update failed (%r); %d page(s) wait in the queue", e, len(entries))
         return -1
     ids = [i for i, _ in entries]
     try:
@@ -169,7 +174,7 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
     with index._lock:  # the view must stay current while its document numbers are used
         view = index._view
         if view is not None and view.build == index._build and [leaf.segment().segment_id() for leaf, _, _ in
-                                                                view.leaves] == segments:
+                                                                view.leaves] == segments and view.damage() is None:
             total = sum(seg.doc_count_all() for seg in writer.segments)
             if total == view.n:
                 for pid in page_ids:
@@ -182,23 +187,39 @@ def _remove_old_versions(index: SearchIndex, writer, page_ids: list[int]) -> Non
 
 
 def merge_segments(index: SearchIndex) -> bool:
-    """Merge small segments (Whoosh's MERGE_SMALL) when there are more than MERGE_AT; for the background worker."""
+    """Merge small segments (Whoosh's MERGE_SMALL) when there are more than MERGE_AT; for the background worker.
+
+    Another process may swap in a rebuilt index (and remove the build this one read) while the merge runs: that is
+    routine, nothing is lost (the new build has every page), and it is logged as one INFO line. Any other failure
+    is an ERROR with its traceback."""
     with index.write_lock:
         try:
             ix = index.open()
+            build = index._build
             if len(internals.segments(ix)) <= MERGE_AT:
                 return False
             writer = ix.writer(timeout=0.0)
         except (LockError, IndexUnavailable):
             return False
-        try:
-            writer.commit(merge=True)
-            _tidy_columns(ix)
-            return True
-        except Exception:
-            writer.cancel()
-            log.exception("merging search index segments failed")
-            return False
+        with _quiet_damage() as state:
+            try:
+                writer.commit(merge=True)
+                _tidy_columns(ix)
+                return True
+            except Exception as e:
+                state["failed"] = True
+                try:
+                    writer.cancel()
+                except Exception:
+                    pass
+                writer = None  # its open files are freed by _quiet_damage, without ResourceWarnings
+                if index.current_build() != build or not os.path.isdir(index.build_dir(build or "")):
+                    log.info("search index merge skipped: another process swapped in a new index (%s)",
+                             type(e).__name__)
+                    index.close()
+                else:
+                    log.exception("merging search index segments failed")
+                return False
 
 
 def queue_length(db) -> int:
@@ -264,6 +285,34 @@ def _whoosh_write_lock(build_dir: str):
 
 REBUILD_PROCS = min(2, os.cpu_count() or 1)
 
+# While a rebuild runs Whoosh's multi-process writer, the pid of the process that runs it: the writer's worker
+# processes (forked by multiprocessing) then ask to be killed when it dies, so that kill -9 of `kb reindex` leaves
+# no orphan indexing away for half a minute. 0 otherwise: other forks (server workers) are left alone.
+_CHILDREN_DIE_WITH = 0
+
+
+def _after_fork_in_child() -> None:
+    if _CHILDREN_DIE_WITH:
+        _die_with_parent(_CHILDREN_DIE_WITH)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the parent process dies, even by kill -9 (Linux's PR_SET_PDEATHSIG; elsewhere nothing is
+    done); exit now if it is already gone."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None = None, procs: int | None = None,
             blocking: bool = True, only_if_unusable: bool = False) -> RebuildReport:
@@ -319,6 +368,7 @@ def rebuild(db, data_dir: str, progress: Callable[[str, int, int], None] | None 
 
 def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[int, list[int]]:
     """Index every live page into a new index in `build_dir`; returns (pages, queue entry ids seen)."""
+    global _CHILDREN_DIE_WITH
     ix = whoosh_index.create_in(build_dir, SCHEMA, indexname=INDEX_NAME)
     procs = REBUILD_PROCS if procs is None else procs
     with db.reading() as session:
@@ -327,6 +377,7 @@ def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[
         # Sub-processes only from a main thread: forking a threaded server process is asking for trouble.
         use_procs = procs if total >= 2000 and threading.current_thread() is threading.main_thread() else 1
         if use_procs > 1:
+            _CHILDREN_DIE_WITH = os.getpid()  # the main thread's: PR_SET_PDEATHSIG follows the forking thread
             writer = ix.writer(procs=use_procs, multisegment=True, limitmb=256, batchsize=250)
         else:
             writer = ix.writer(limitmb=256)
@@ -341,6 +392,8 @@ def _index_every_page(db, build_dir: str, progress, procs: int | None) -> tuple[
         except BaseException:
             writer.cancel()
             raise
+        finally:
+            _CHILDREN_DIE_WITH = 0
     # Every segment got its column file as it was written; a segment written where the hook could not (another
     # codec) gets it here, and files of segments merged away go.
     _tidy_columns(ix, min_age=0.0, write_missing=True)
@@ -405,7 +458,10 @@ def _remove_old_builds(root: str, keep: set) -> None:
 # Checking and repairing
 
 def check(db, index: SearchIndex) -> CheckReport:
-    """Compare which pages and which revisions the database and the index hold."""
+    """Compare which pages and which revisions the database and the index hold, and verify the index's files.
+
+    Only reads: every segment is opened afresh and its stored documents read through Whoosh, and every column file
+    is verified (header, size, checksum) without being rebuilt, so damage is reported, never repaired, here."""
     report = CheckReport()
     with db.reading() as session:
         rows = session.execute(select(Page.id, Page.revision, Page.slug, Page.visibility, Page.readers,
@@ -415,20 +471,42 @@ def check(db, index: SearchIndex) -> CheckReport:
     report.pages = len(expected)
     seen: dict[int, str] = {}
     dupes: set[int] = set()
+    fresh = SearchIndex(index.root)  # not the caller's warm view: what is on disk now
     with _quiet_damage() as state:
         try:
-            with index.reading() as view, view.reads:
-                for stored in view.reader.all_stored_fields():
-                    pid = int(stored.get("id") or 0)
-                    if pid in seen:
-                        dupes.add(pid)
-                    seen[pid] = stored.get("stamp") or ""
+            ix = fresh.open()
+            folder = fresh.build_dir(fresh._build)
+            for segment in internals.segments(ix):
+                report.files += 1
+                name = segment.make_filename(segment.COMPOUND_EXT) if segment.is_compound() else \
+                    segment.segment_id()
+                try:
+                    leaf = SegmentReader(ix.storage, ix.schema, segment)
+                    try:
+                        for stored in leaf.all_stored_fields():
+                            pid = int(stored.get("id") or 0)
+                            if pid in seen:
+                                dupes.add(pid)
+                            seen[pid] = stored.get("stamp") or ""
+                    finally:
+                        leaf.close()
+                except Exception as e:
+                    state["failed"] = True
+                    report.damaged.append(f"{name}: {type(e).__name__}: {e}")
+                cols = columns.file_name(segment.segment_id())
+                try:
+                    columns.Columns(os.path.join(folder, cols), segment.segment_id(), segment.doc_count_all()).close()
+                except FileNotFoundError:
+                    report.damaged.append(f"{cols}: missing")
+                except Exception as e:
+                    report.damaged.append(f"{cols}: {e}")
         except IndexUnavailable as e:
             report.usable, report.problem = False, str(e)
         except Exception as e:
             report.usable, report.problem = False, f"the search index cannot be read: {e!r}"
             state["failed"] = True
-            index.close()
+        finally:
+            fresh.close()
     if not report.usable:
         return report
     report.indexed = len(seen)
@@ -441,11 +519,11 @@ def check(db, index: SearchIndex) -> CheckReport:
 
 def repair(db, index: SearchIndex, report: CheckReport | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> CheckReport:
-    """Fix what `check` found: rebuild an unusable index, otherwise re-index the drifted pages."""
+    """Fix what `check` found: rebuild an unusable or damaged index, otherwise re-index the drifted pages."""
     report = report or check(db, index)
     if report.ok:
         return report
-    if not report.usable:
+    if not report.usable or report.damaged:
         rebuild(db, index.data_dir, progress=progress)
         index.close()
         after = check(db, index)
