@@ -20,6 +20,7 @@ from kb import pages, tours
 from kb.access import Viewer
 from kb.errors import ImportFailed, InvalidFields, KBError
 from kb.models import Page, User
+from kb.processes import die_with_parent
 from kb.render import render
 from kb.slugs import slugify
 from kb.yamlfile import MAX_YAML_BYTES, Dumper, load_yaml, read_text
@@ -285,20 +286,6 @@ def _apply_people(session: Session, parsed: list[ParsedPage], report: ImportRepo
 
 def _same(page: Page, state: pages.PageState) -> bool:
     return pages.PageState.of(page) == state
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a worker process: be killed when the process that started it dies, even by kill -9 (Linux's
-    PR_SET_PDEATHSIG; elsewhere nothing is done). If the parent is already gone, exit now."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def _rendered(parsed: list[ParsedPage], workers: int | None) -> Iterable:

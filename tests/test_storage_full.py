@@ -8,13 +8,18 @@ import logging
 import pytest
 from sqlalchemy import event
 
+from kb.db import is_storage_full
 from kb.errors import StorageFull
+
+from conftest import ON_POSTGRES
 
 BIG = "A paragraph about the district's budget calendar, written out at length. " * 3000
 
 
 @pytest.fixture
 def full(app):
+    if ON_POSTGRES:
+        pytest.skip("fills SQLite through its page limit; PostgreSQL's disk_full is recognised by the test below")
     """Make the database refuse to grow from now on; undo with full.room()."""
     engine = app.extensions["kb_db"].engine
     state = {"limit": None}
@@ -75,3 +80,19 @@ def test_a_command_on_a_full_disk_says_so_in_one_line(app, full, tmp_path):
 
 def test_storage_full_is_a_domain_error_with_status_507():
     assert StorageFull().status == 507
+
+
+def test_every_database_s_way_of_saying_full_is_recognised():
+    import errno
+
+    class PostgresDiskFull(Exception):  # what psycopg raises for SQLSTATE 53100
+        sqlstate = "53100"
+
+    class PostgresOtherError(Exception):
+        sqlstate = "23505"
+
+    assert is_storage_full(PostgresDiskFull("could not extend file"))
+    assert is_storage_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_storage_full(Exception("database or disk is full"))
+    assert not is_storage_full(PostgresOtherError("duplicate key"))
+    assert not is_storage_full(OSError(errno.EACCES, "Permission denied"))

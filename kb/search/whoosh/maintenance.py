@@ -30,6 +30,7 @@ from whoosh.index import LockError
 from whoosh.reading import SegmentReader
 
 from kb.models import IndexQueueEntry, Page
+from kb.processes import die_with_parent
 from kb.search.backend import CheckReport
 from kb.search.whoosh import columns, internals
 from kb.search.whoosh.documents import SCHEMA, document_for, page_stamp
@@ -293,21 +294,7 @@ _CHILDREN_DIE_WITH = 0
 
 def _after_fork_in_child() -> None:
     if _CHILDREN_DIE_WITH:
-        _die_with_parent(_CHILDREN_DIE_WITH)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Be killed when the parent process dies, even by kill -9 (Linux's PR_SET_PDEATHSIG; elsewhere nothing is
-    done); exit now if it is already gone."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
+        die_with_parent(_CHILDREN_DIE_WITH)
 
 
 if hasattr(os, "register_at_fork"):
