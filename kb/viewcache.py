@@ -11,9 +11,9 @@ same reader. Those facts are part of its key (`neighbourhood` sums them up in on
 leaves it alone, and a row is never stale, only unused; the oldest rows are pruned.
 
 What it buys, measured by `scripts/bench --pages 10000` (two workers, concurrency 8, signed in): a stored view
-answers in one key lookup where a first view runs the renderer's dozen queries (see the README's performance
-section for the figures). Storing is best effort: a busy or failing write costs a re-render next time, never a
-failed view.
+answers with two small queries where a first view runs the renderer's dozen, p50 / p95 14 / 20 ms against
+30 / 40 ms for a first view, 535 against 260 requests a second (the README's performance section has the rest).
+Storing is best effort: a busy or failing write costs a re-render next time, never a failed view.
 """
 from __future__ import annotations
 

@@ -106,4 +106,5 @@ def init_app(app: Flask) -> None:
 
     # Globals rather than context, so that macros imported without context see them too.
     app.jinja_env.globals["KINDS"] = kinds.KINDS
+    app.jinja_env.globals["status_is_open"] = kinds.is_open
     app.jinja_env.filters["month_name"] = lambda m: calendar.month_name[int(m)] if str(m).isdigit() else m
