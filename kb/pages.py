@@ -176,9 +176,10 @@ def _search(session: Session):
 
 
 def line_diff(old: str, new: str, old_label: str = "before", new_label: str = "after") -> str:
-    """A unified diff of two texts, line by line."""
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        old_label, new_label, n=3))
+    """A unified diff of two texts, line by line. Every line ends with a newline in the diff, so a last line
+    without one never runs into the next line of the diff."""
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), old_label, new_label, n=3, lineterm="")
+    return "".join(line + "\n" for line in lines)
 
 
 def _state_text(state: PageState | Page | Revision) -> str:

@@ -202,3 +202,9 @@ def test_lookups_by_address_use_the_address_index(app, db, admin):
     with db.engine.connect() as conn:
         plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "sqlite_autoindex_pages_1" in plan and "deleted" not in plan
+
+
+def test_a_diff_of_texts_without_a_last_newline_keeps_each_line_apart():
+    """Both texts one line, no newline at the end: the deleted and the added line are two lines of the diff."""
+    diff = pages.line_diff("Second editor's words", "First editor").splitlines()
+    assert "-Second editor's words" in diff and "+First editor" in diff
