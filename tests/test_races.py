@@ -218,8 +218,6 @@ def test_one_invitation_used_at_once_makes_one_account(app):
         assert s.scalar(select(Invitation.used_at)) is not None
 
 
-@pytest.mark.xfail(ON_POSTGRES, strict=False, reason="kb.curation.watching.watch_page reads, then adds: on PostgreSQL parallel "
-                   "requests each add a Watch row (there is no unique key on watches to stop them)")
 def test_watching_one_page_at_once_leaves_one_watch(app, shared):
     client = app.test_client()
     assert client.post("/login", data={"name": "reader", "password": PASSWORD}).status_code == 302

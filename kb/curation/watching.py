@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, defer
 
 from kb import access, kinds
 from kb.access import Viewer
+from kb.db import for_update
 from kb.errors import InvalidFields, NotAllowed, NotFound
 from kb.models import Page, PageTag, Revision, User, Watch
 from kb.slugs import slugify
@@ -46,9 +47,16 @@ def is_watching(session: Session, viewer: Viewer, page: Page) -> bool:
     return session.scalar(select(Watch.id).where(Watch.user_id == viewer.user_id, Watch.page_id == page.id)) is not None
 
 
+def _one_change_at_a_time(session: Session, viewer: Viewer) -> None:
+    """Lock the person's account row for the rest of the transaction, so that two requests changing what they
+    watch (two tabs, a double click) take turns instead of both adding a row. SQLite's writers already take turns."""
+    session.scalars(for_update(select(User).where(User.id == viewer.user_id))).first()
+
+
 def watch_page(session: Session, viewer: Viewer, page: Page, on: bool = True) -> None:
     if not viewer.signed_in or not access.can_read_page(viewer, page):
         raise NotFound()
+    _one_change_at_a_time(session, viewer)
     existing = session.scalars(select(Watch).where(Watch.user_id == viewer.user_id, Watch.page_id == page.id)).all()
     if on and not existing:
         session.add(Watch(user_id=viewer.user_id, page_id=page.id))
@@ -64,6 +72,7 @@ def watch_tag(session: Session, viewer: Viewer, tag: str, on: bool = True) -> st
     tag = slugify(tag or "")
     if not tag:
         raise InvalidFields({"tag": "name a tag to watch"})
+    _one_change_at_a_time(session, viewer)
     existing = session.scalars(select(Watch).where(Watch.user_id == viewer.user_id, Watch.tag == tag)).all()
     if on and not existing:
         session.add(Watch(user_id=viewer.user_id, tag=tag))
