@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conftest import ON_POSTGRES, PASSWORD
+from conftest import PASSWORD
 from kb import accounts
 from kb.models import Invitation, Page, Revision, Tour, TourRead, TourRevision, User, Watch
 
@@ -260,9 +260,6 @@ def _job_finish_handover(app, args):
 JOBS["finish_handover"] = _job_finish_handover
 
 
-@pytest.mark.xfail(ON_POSTGRES, strict=False, reason="kb.curation.handover.finish_handover picks a free address, then saves: "
-                   "on PostgreSQL a handover finished at the same moment with the same title gets a 409 instead of "
-                   "the next free address")
 def test_handovers_with_one_title_finished_at_once_are_all_saved(app):
     out = _race(app, "finish_handover", {})
     assert all(o.startswith("handover-superintendent") for o in out), out  # never a 5xx; on SQLite -2, -3, ...

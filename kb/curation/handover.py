@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from kb import access, kinds, pages
 from kb.access import Viewer
 from kb.accounts import audit
-from kb.errors import InvalidFields, NotAllowed, NotFound
+from kb.errors import EditConflict, InvalidFields, NotAllowed, NotFound
 from kb.models import Draft, Page, SlugRedirect, utcnow
 from kb.slugs import slugify
 
@@ -258,8 +258,14 @@ def finish_handover(session: Session, viewer: Viewer, draft: Draft) -> Finished:
     if errors:
         raise InvalidFields(errors)
     state = handover_state(data)
-    page, _ = pages.save_page(session, viewer, _free_slug(session, state.title), state, None,
-                              "Handover written with the guided form")
+    for attempt in range(5):
+        try:
+            page, _ = pages.save_page(session, viewer, _free_slug(session, state.title), state, None,
+                                      "Handover written with the guided form")
+            break
+        except EditConflict:  # another handover took that address at the same moment: take the next free one
+            if attempt == 4:
+                raise
     linked, notes = [], []
     for key, only_if_empty in (("outgoing", False), ("incoming", True)):
         saved, note = _link_leader(session, viewer, (page.fields or {}).get(key), page, only_if_empty)
