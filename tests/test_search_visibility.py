@@ -144,3 +144,19 @@ def test_widening_shows_nothing_until_it_is_indexed(app, start):
     assert _answers(app, "reader")["hits"] == [SLUG]
     search.backend_for(app).flush()
     assert _answers(app, "contributor")["hits"] == [SLUG]
+
+
+def test_over_http_a_restricted_page_is_gone_from_every_search_answer_at_once(app, client, auth, start):
+    start(visibility="public")
+    auth.login("reader")
+
+    def everything() -> str:
+        return "".join(client.get(path, query_string={"q": q, "title": q}).get_data(as_text=True)
+                       for path in ("/search", "/api/search", "/api/suggest", "/api/tried-before")
+                       for q in ("quokkaplan", "quokkap", "quokkaplam", "Quokkaplan mentoring"))
+
+    assert SLUG in everything() and "Quokkaplan" in everything()
+    _save_without_indexing(app, SLUG, visibility="restricted")
+    assert _queued(app) == 1
+    page = everything()
+    assert SLUG not in page and TITLE not in page  # (the typed query itself is echoed back)

@@ -20,7 +20,6 @@ from sqlalchemy import insert, not_, or_, select
 
 from kb import access
 from kb.access import Viewer
-
 from kb.models import IndexQueueEntry, Page, utcnow
 from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
 from kb.search.whoosh import maintenance, queries
