@@ -2,6 +2,11 @@
 
 The index lives in `DATA_DIR/index`; saves reach it through the database's index queue (an `IndexQueueEntry`
 written in the save's own transaction), worked off right after the commit or by a per-process worker thread.
+
+Until its entry is done, the index holds a page's old visibility. So every read first asks the database, in one
+query, for the current visibility, readers and deletion of the pages that have an entry (`pending`), and the
+engine hides those the viewer may no longer read: narrowing is visible as soon as the save is committed, even
+while the worker is behind, paused or a rebuild runs (a rebuild deletes only the entries its build contains).
 """
 from __future__ import annotations
 
@@ -11,16 +16,28 @@ import threading
 import time
 from typing import Mapping
 
-from kb.access import Viewer
-from sqlalchemy import insert
+from sqlalchemy import insert, not_, or_, select
 
+from kb import access
+from kb.access import Viewer
 from kb.models import IndexQueueEntry, Page, utcnow
 from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
 from kb.search.whoosh import maintenance, queries
-from kb.search.whoosh.engine import SearchIndex
+from kb.search.whoosh.engine import Pending, SearchIndex
 from kb.search.whoosh.maintenance import Worker, ensure_index, process_queue, queue_length
 
 log = logging.getLogger(__name__)
+
+
+def _pending_statement():
+    queued = select(IndexQueueEntry.page_id).distinct().subquery()
+    open_to_all = access.page_clause(Viewer(anonymous_read=True), Page)
+    return (select(queued.c.page_id, Page.visibility, Page.readers, Page.deleted_at)
+            .select_from(queued).outerjoin(Page, Page.id == queued.c.page_id)
+            .where(or_(Page.id.is_(None), not_(open_to_all))))
+
+
+_PENDING = _pending_statement()  # built once: building it costs as much as running it on an empty queue
 
 
 class WhooshBackend:
@@ -38,6 +55,18 @@ class WhooshBackend:
         self._worker_lock = threading.Lock()
 
     # -- reading
+    def pending(self) -> Pending:
+        """The pages with an index queue entry, as the database has them now: one query, an index lookup when the
+        queue is empty. A page id without a page row counts as deleted.
+
+        Pages that every reader of the site may read (live and open to anonymous readers, by kb.access) cannot
+        hide anything and are left out in the query, so a long queue of ordinary saves (an import the worker is
+        still indexing) costs a scan of the queue but returns few rows."""
+        with self.db.engine.connect() as conn:  # a plain connection: a session costs more than the query
+            rows = conn.execute(_PENDING).all()
+        return Pending({pid: (visibility, tuple(readers or ()), deleted_at is not None or visibility is None)
+                        for pid, visibility, readers, deleted_at in rows})
+
     def query(self, viewer: Viewer, text: str | None, filters: Mapping[str, str] | None = None,
               sort: str = "relevance", limit: int = 10, offset: int = 0) -> SearchResults:
         filters = filters or {}
@@ -45,14 +74,14 @@ class WhooshBackend:
         offset = max(0, int(offset or 0))
         return queries.search(self.index, viewer, text, kind=filters.get("kind"), tag=filters.get("tag"),
                               status=filters.get("status"), year=filters.get("year"), sort=sort,
-                              page=offset // limit + 1, per_page=limit, offset=offset)
+                              page=offset // limit + 1, per_page=limit, offset=offset, pending=self.pending)
 
     def suggest(self, viewer: Viewer, text: str | None, limit: int = 8) -> list[Suggestion]:
-        return queries.suggest(self.index, viewer, text, limit=limit)
+        return queries.suggest(self.index, viewer, text, limit=limit, pending=self.pending)
 
     def tried_before(self, viewer: Viewer, title: str | None, exclude: str | None = None,
                      limit: int = 5) -> TriedBefore:
-        return queries.tried_before(self.index, viewer, title, exclude=exclude, limit=limit)
+        return queries.tried_before(self.index, viewer, title, exclude=exclude, limit=limit, pending=self.pending)
 
     # -- keeping current: every change is a queue entry, committed with the change itself
     def page_saved(self, session, page: Page) -> None:

@@ -17,6 +17,10 @@ the arrays of the column files are read-only and need none.
 
 Document sets are numpy boolean masks over the view's document numbers (deleted documents included until
 intersected with `visible`, which every query starts from); scores are BM25 impacts summed with `bincount`.
+
+Visibility that changed after indexing: the index's copy of a page's visibility lags until its queue entry is done.
+`Pending` holds, for the pages with a queue entry, their visibility, readers and deletion as the database has them
+now, and `_View.visible` hides the documents of those the viewer may no longer read (it never shows more).
 """
 from __future__ import annotations
 
@@ -364,6 +368,30 @@ class _Segment:
         return found
 
 
+class Pending:
+    """The pages the index has not caught up with (those with an entry in the index queue), as the database has
+    them now: page id -> (visibility, readers, deleted). A page missing from the database counts as deleted.
+
+    Read before the view is taken (see `queries._run`): an entry gone by then was deleted after the index commit
+    that holds its page, so that view has the page's new version."""
+
+    __slots__ = ("pages",)
+
+    def __init__(self, pages: dict[int, tuple[str | None, tuple[str, ...], bool]]):
+        self.pages = pages
+
+    def __bool__(self) -> bool:
+        return bool(self.pages)
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def hidden_from(self, viewer: Viewer) -> list[int]:
+        """The pending pages this viewer may not read as they are now (kb.access.can_read)."""
+        return sorted(pid for pid, (visibility, readers, deleted) in self.pages.items()
+                      if deleted or visibility is None or not access.can_read(viewer, visibility, readers))
+
+
 def _mask_of(n: int, ids: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[ids] = True
@@ -438,6 +466,7 @@ class _View:
         self._cards: dict[int, Any] = {}  # each segment's "card" column reader, opened on first use
         self._cache = _SizedCache(self.CACHE)
         self._visible: dict[tuple, np.ndarray] = {}
+        self._page_docs: dict[int, list[int]] = {}
         self._avgdl: dict[str, float] = {}
         self._df: dict[tuple, int] = {}
 
@@ -465,11 +494,35 @@ class _View:
     def empty(self) -> np.ndarray:
         return np.zeros(self.n, dtype=bool)
 
-    def visible(self, viewer: Viewer) -> np.ndarray:
+    def visible(self, viewer: Viewer, pending: Pending | None = None) -> np.ndarray:
         """Documents this viewer may read: the one place search decides visibility (see kb.access).
 
         The rule is kb.access.can_read, asked once per visibility value, and once per document that names readers.
+        With `pending` (the pages the index has not caught up with, as the database has them now), the documents
+        of those pages stay only if the viewer may read the page as it is now: this only narrows, so a page the
+        index hides stays hidden until its new version is indexed.
         """
+        docs = self._visible_in_index(viewer)
+        hidden = pending.hidden_from(viewer) if pending else ()
+        if hidden:
+            numbers = [d for pid in hidden for d in self.page_docs(pid)]
+            if numbers:
+                docs = docs.copy()
+                docs[numbers] = False
+                docs = _readonly(docs)
+        return docs
+
+    def page_docs(self, page_id: int) -> list[int]:
+        """Document numbers (deleted ones included) of a page, cached for this view (which never changes)."""
+        found = self._page_docs.get(page_id)
+        if found is None:
+            if len(self._page_docs) > 50_000:
+                self._page_docs.clear()
+            found = self._page_docs[page_id] = self.id_docs(str(page_id))
+        return found
+
+    def _visible_in_index(self, viewer: Viewer) -> np.ndarray:
+        """Documents this viewer may read by the visibility and readers stored in the index."""
         levels = viewer.visible_levels()
         name = viewer.name if viewer.signed_in and viewer.may_read_site and "restricted" not in levels else None
         key = (levels, name)

@@ -2,7 +2,9 @@
 
 Visibility is applied before anything is counted: every document set starts from the documents the viewer may
 read (`_View.visible`, which asks kb.access.can_read), so results, totals, facet counts, snippets, suggestions and
-corrections never reflect a page the viewer may not read. User input is never handed to Whoosh's query parser:
+corrections never reflect a page the viewer may not read. Each read takes `pending` (a function that reads the
+index queue, see `engine.Pending`), called once before the view is taken, so a page made restricted, taken from a
+reader or deleted is hidden as soon as the save is committed, whether or not the index has caught up. User input is never handed to Whoosh's query parser:
 `kb.search.query.parse_query` reads it (with this index's analyser) and any text gets an answer.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kb.search.backend import FACET_NAMES, SORTS, Hit, SearchResults, TriedBefor
 from kb.search.query import MAX_TERMS, WORD_RE, ParsedQuery
 from kb.search.query import parse_query as _parse_query
 from kb.search.whoosh.documents import TOP_TAGS, _cut, analyse, analyse_word
-from kb.search.whoosh.engine import IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage, _View
+from kb.search.whoosh.engine import IndexMissing, IndexUnavailable, Pending, SearchIndex, _quiet_damage, _View
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +147,9 @@ def _top(ids: np.ndarray, keys: np.ndarray, want: int) -> np.ndarray:
     return chosen[order]
 
 
-def _candidates(view: _View, viewer: Viewer, parsed: ParsedQuery) -> np.ndarray:
+def _candidates(view: _View, viewer: Viewer, parsed: ParsedQuery, pending: Pending | None = None) -> np.ndarray:
     """Documents the viewer may read that pass the filters and exclusions (before any word is matched)."""
-    docs = view.visible(viewer)
+    docs = view.visible(viewer, pending)
     for kind in parsed.kinds:
         docs = docs & view.value_docs("kind", kind)
     for tag in parsed.tags:
@@ -311,13 +313,27 @@ def _ranked(view: _View, parsed: ParsedQuery, docs: np.ndarray, sort: str, want:
     return list(zip(ids[chosen].tolist(), keys[chosen].tolist()))
 
 
-def _run(index: SearchIndex, fn: Callable[[_View], Any], fallback: Any) -> Any:
-    """Run a read against the index; a missing or damaged index gives the fallback, never an exception."""
+PendingReader = Callable[[], "Pending | None"]
+
+
+def _run(index: SearchIndex, fn: Callable[[_View, Pending | None], Any], fallback: Any,
+         pending: PendingReader | None = None) -> Any:
+    """Run a read against the index; a missing or damaged index gives the fallback, never an exception.
+
+    `pending()` is called once, before the view is taken (see `engine.Pending` for why in that order); when it
+    fails, nothing is shown rather than what may no longer be readable."""
+    overlay = None
+    if pending is not None:
+        try:
+            overlay = pending()
+        except Exception:
+            log.exception("could not read the search index queue; answering as unavailable")
+            return fallback
     for attempt in (1, 2):
         with _quiet_damage() as state:
             try:
                 with index.reading() as view:  # the index lock is held only to take the view
-                    return fn(view)
+                    return fn(view, overlay)
             except IndexUnavailable as e:
                 log.warning("search index unavailable: %s", e)
                 index.damaged = not isinstance(e, IndexMissing)
@@ -333,7 +349,8 @@ def _run(index: SearchIndex, fn: Callable[[_View], Any], fallback: Any) -> Any:
 
 def search(index: SearchIndex, viewer: Viewer, q: str | None = "", *, kind: str | None = None,
            tag: str | None = None, status: str | None = None, year: str | None = None, sort: str = "relevance",
-           page: int = 1, per_page: int = 10, offset: int | None = None) -> SearchResults:
+           page: int = 1, per_page: int = 10, offset: int | None = None,
+           pending: PendingReader | None = None) -> SearchResults:
     """Pages matching a search box query that this viewer may read: one page of hits, totals, facets, correction.
 
     `offset` (for the API) overrides `page`. Never raises for any input.
@@ -352,8 +369,8 @@ def search(index: SearchIndex, viewer: Viewer, q: str | None = "", *, kind: str 
     if not viewer.may_read_site:
         return results
 
-    def run(view: _View) -> SearchResults:
-        candidates = _candidates(view, viewer, parsed)
+    def run(view: _View, overlay: Pending | None) -> SearchResults:
+        candidates = _candidates(view, viewer, parsed, overlay)
         want = start + per_page
         match_all, estimate = True, None
         if parsed.has_terms:
@@ -380,7 +397,7 @@ def search(index: SearchIndex, viewer: Viewer, q: str | None = "", *, kind: str 
 
     unavailable = SearchResults(query=parsed, sort=sort, page=page, per_page=per_page, offset=start,
                                 unavailable=True)
-    return _run(index, run, unavailable)
+    return _run(index, run, unavailable, pending)
 
 
 def _did_you_mean(view: _View, parsed: ParsedQuery, candidates: np.ndarray) -> str | None:
@@ -484,15 +501,16 @@ def _surface_word(view: _View, stem_: str, typed: str, docs: np.ndarray) -> str 
     return min(forms, key=lambda f: (edit_distance(typed, f), f))
 
 
-def suggest(index: SearchIndex, viewer: Viewer, prefix: str | None, limit: int = 8) -> list[dict[str, str]]:
+def suggest(index: SearchIndex, viewer: Viewer, prefix: str | None, limit: int = 8,
+            pending: PendingReader | None = None) -> list[dict[str, str]]:
     """Titles for search as you type: pages whose title words start with what was typed, best first."""
     words = [w.lower() for w in WORD_RE.findall((prefix or "")[:200])][:8]
     if not words or not viewer.may_read_site:
         return []
     limit = max(1, min(limit, 20))
 
-    def run(view: _View) -> list[dict[str, str]]:
-        docs = view.visible(viewer)
+    def run(view: _View, overlay: Pending | None) -> list[dict[str, str]]:
+        docs = view.visible(viewer, overlay)
         for w in words[:-1]:
             docs = docs & view.term_docs("title_words", w)
         docs = docs & view.prefix_docs(words[-1], "title_words")
@@ -509,19 +527,19 @@ def suggest(index: SearchIndex, viewer: Viewer, prefix: str | None, limit: int =
         scored.sort(key=lambda x: x[0])
         return [card for _, card in scored[:limit]]
 
-    return _run(index, run, [])
+    return _run(index, run, [], pending)
 
 
 def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: str | None = None,
-                 limit: int = 5) -> TriedBefore:
+                 limit: int = 5, pending: PendingReader | None = None) -> TriedBefore:
     """Earlier initiatives (any status, ended ones first) and lessons on the topic of `text` (a title or query)."""
     parsed = parse_query(text)
     terms = list(dict.fromkeys(chain(parsed.words, chain.from_iterable(parsed.phrases))))[:MAX_TERMS]
     if not terms or not viewer.may_read_site:
         return TriedBefore()
 
-    def run(view: _View) -> TriedBefore:
-        pool = view.visible(viewer) & (view.value_docs("kind", "initiative") | view.value_docs("kind", "lesson"))
+    def run(view: _View, overlay: Pending | None) -> TriedBefore:
+        pool = view.visible(viewer, overlay) & (view.value_docs("kind", "initiative") | view.value_docs("kind", "lesson"))
         if not pool.any():
             return TriedBefore()
         # The same topic: most of the words found in initiatives and lessons (a word none of them has, like
@@ -555,4 +573,4 @@ def tried_before(index: SearchIndex, viewer: Viewer, text: str | None, exclude: 
         lessons = [h for h in hits if h.kind == "lesson"]
         return TriedBefore(initiatives[:limit], lessons[:limit])
 
-    return _run(index, run, TriedBefore())
+    return _run(index, run, TriedBefore(), pending)
