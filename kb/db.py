@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -62,6 +63,20 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
+def _use_wal(cursor, attempts: int = 100) -> None:
+    """Switch a new SQLite database to WAL. Several processes opening a brand-new database at once (hosts starting
+    together) can find it locked while another converts it, and SQLite answers that without waiting for the busy
+    timeout: try again for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout, foreign keys and explicit BEGIN handling; other
     databases check a pooled connection before use, so a restarted server is reconnected to by itself.
@@ -87,8 +102,8 @@ def make_engine(url: str) -> Engine:
         # Let SQLAlchemy's begin event issue BEGIN itself, so writers can ask for IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _use_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
