@@ -4,7 +4,7 @@ Every surface that shows user text as HTML (page, preview, diff, tour notes, fee
 or `sanitise` for HTML that did not come from Markdown. Raw HTML is allowed through Markdown only so that the
 allowlist below can decide what survives; anything else is escaped and shown as text, never executed.
 
-What comes out is `markupsafe.Markup`, so templates print it as it is and never need `|safe`; anything that is
+What comes out is `markupsafe.Markup`, so templates print it as it is and never mark anything safe; anything that is
 not Markup is escaped by the template. `sanitise` is the one function that turns user text into Markup. HTML this
 module produced and someone stored as text (the HTML cached per revision) becomes Markup again only through
 `trusted`, and the wanted-link rewrite (`mark_wanted`) works on such HTML and returns Markup too.

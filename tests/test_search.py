@@ -574,7 +574,7 @@ def test_column_files_agree_with_whoosh_postings_positions_and_scores(db, distri
                     got = [pos[starts[k]:starts[k + 1]].tolist() for k in range(len(docs))]
                     assert got == [p for _, _, p in expected]
         for fieldname in columns.LENGTH_FIELDS:
-            lengths = search.engine.LENGTHS[seg.lengths[fieldname]]
+            lengths = search.view.LENGTHS[seg.lengths[fieldname]]
             assert lengths.tolist() == [float(leaf.doc_field_length(d, fieldname, 0) or 0) for d in range(seg.n)]
     for term in ("write", "assess", "teacher", "spring", "lesson", "nowhere"):
         ids, scores = view.combined(term)

@@ -7,8 +7,8 @@ imports Whoosh or knows how the index is stored.
 * `documents`: the schema and the index document of a page.
 * `columns`: compact arrays written beside each Whoosh segment (postings, positions, lengths, facet values), which
   the query engine reads through memory maps instead of decoding Whoosh's pickled posting blocks.
-* `engine`: the index as one process sees it (`SearchIndex`, the current build, a warm `_View`) and the
-  vectorised document sets and scores.
+* `engine`: the index as one process sees it (`SearchIndex`, the current build, a warm view of it).
+* `view`: the vectorised query engine over one view (`_View`): document sets, scores, facets, visibility.
 * `queries`: `search`, `suggest` and `tried_before` over a `SearchIndex`, and snippets.
 * `maintenance`: the index queue and its worker, full rebuilds, `check` and `repair`, start-up repair.
 * `internals`: every use of Whoosh's private internals, each with the test that guards it.

@@ -23,7 +23,8 @@ from kb.access import Viewer
 from kb.models import IndexQueueEntry, Page, utcnow
 from kb.search.backend import CheckReport, Progress, SearchResults, Suggestion, TriedBefore
 from kb.search.whoosh import maintenance, queries
-from kb.search.whoosh.engine import Pending, SearchIndex
+from kb.search.whoosh.engine import SearchIndex
+from kb.search.whoosh.view import Pending
 from kb.search.whoosh.maintenance import Worker, ensure_index, process_queue, queue_length
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Visibility is applied before anything is counted: every document set starts from the documents the viewer may
 read (`_View.visible`, which asks kb.access.can_read), so results, totals, facet counts, snippets, suggestions and
 corrections never reflect a page the viewer may not read. Each read takes `pending` (a function that reads the
-index queue, see `engine.Pending`), called once before the view is taken, so a page made restricted, taken from a
+index queue, see `view.Pending`), called once before the view is taken, so a page made restricted, taken from a
 reader or deleted is hidden as soon as the save is committed, whether or not the index has caught up. User input is never handed to Whoosh's query parser:
 `kb.search.query.parse_query` reads it (with this index's analyser) and any text gets an answer.
 """
@@ -32,7 +32,8 @@ from kb.search.backend import FACET_NAMES, SORTS, Hit, SearchResults, TriedBefor
 from kb.search.query import MAX_TERMS, WORD_RE, ParsedQuery
 from kb.search.query import parse_query as _parse_query
 from kb.search.whoosh.documents import TOP_TAGS, _cut, analyse, analyse_word
-from kb.search.whoosh.engine import IndexMissing, IndexUnavailable, Pending, SearchIndex, _quiet_damage, _View
+from kb.search.whoosh.engine import IndexMissing, IndexUnavailable, SearchIndex, _quiet_damage
+from kb.search.whoosh.view import Pending, _View
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ def _run(index: SearchIndex, fn: Callable[[_View, Pending | None], Any], fallbac
          pending: PendingReader | None = None) -> Any:
     """Run a read against the index; a missing or damaged index gives the fallback, never an exception.
 
-    `pending()` is called once, before the view is taken (see `engine.Pending` for why in that order); when it
+    `pending()` is called once, before the view is taken (see `view.Pending` for why in that order); when it
     fails, nothing is shown rather than what may no longer be readable."""
     overlay = None
     if pending is not None:
